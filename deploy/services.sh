@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Install (once) and start (idempotently) the local services on loopback:
+#   RabbitMQ from Debian's rabbitmq-server, FerretDB 1.24 (SQLite backend) built as a Go module.
+# Usage: deploy/services.sh [start|stop|status]     (default: start)
+# Needs no answer from a person; a second `start` with services up returns at once.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+STATE=${HH_SERVICES_DIR:-$HOME/.local/share/hh-callbacks}
+TOOLS=${HH_TOOLS_DIR:-$HOME/.local/hh-tools}
+FERRETDB_VERSION=v1.24.2
+FERRETDB_BIN=$TOOLS/bin/ferretdb
+MONGO_PORT=${HH_MONGO_PORT:-27017}
+AMQP_PORT=${HH_AMQP_PORT:-5672}
+
+log() { printf '[services] %s\n' "$*" >&2; }
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi; }
+
+install_rabbitmq() {
+  command -v rabbitmq-server >/dev/null 2>&1 && return
+  log "installing rabbitmq-server from Debian"
+  as_root apt-get update -qq
+  # policy-rc.d or a missing init system may refuse to start it here; we start it ourselves.
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends rabbitmq-server >/dev/null
+}
+
+install_ferretdb() {
+  [ -x "$FERRETDB_BIN" ] && return
+  command -v go >/dev/null 2>&1 || { log "go is required to build FerretDB"; exit 1; }
+  log "building FerretDB $FERRETDB_VERSION (about two minutes, once)"
+  # Built from the module's own source, as FerretDB's release build does: `go install pkg@version`
+  # would ask the proxy for the version list (refused here), and a build as a dependency lacks
+  # the build/version/version.txt that the binary insists on.
+  local src build
+  src=$(cd /tmp && go mod download -json "github.com/FerretDB/FerretDB@$FERRETDB_VERSION" \
+        | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  [ -d "$src" ] || { log "could not download FerretDB $FERRETDB_VERSION"; exit 1; }
+  build=$(mktemp -d)
+  cp -r "$src/." "$build" && chmod -R u+w "$build"
+  echo "$FERRETDB_VERSION" >"$build/build/version/version.txt"
+  mkdir -p "$TOOLS/bin"
+  (cd "$build" && go build -trimpath -o "$FERRETDB_BIN.tmp" ./cmd/ferretdb) && mv "$FERRETDB_BIN.tmp" "$FERRETDB_BIN"
+  rm -rf "$build"
+}
+
+wait_for() { # name, seconds, command...
+  local name=$1 limit=$2; shift 2
+  for _ in $(seq 1 "$limit"); do "$@" && { log "$name is up"; return 0; }; sleep 1; done
+  log "$name did not come up within ${limit}s"; return 1
+}
+
+start_rabbitmq() {
+  if port_open "$AMQP_PORT"; then log "rabbitmq already answers on $AMQP_PORT"; return; fi
+  install_rabbitmq
+  log "starting rabbitmq on 127.0.0.1:$AMQP_PORT"
+  # Everything on loopback, the Erlang distribution port included. The Debian wrapper
+  # re-executes as the rabbitmq user when called as root; the environment goes along.
+  as_root env RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT="$AMQP_PORT" ERL_EPMD_ADDRESS=127.0.0.1 \
+    RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}" \
+    rabbitmq-server -detached
+  wait_for rabbitmq 120 port_open "$AMQP_PORT"
+  as_root rabbitmqctl await_startup --timeout 120 >/dev/null
+}
+
+start_ferretdb() {
+  if port_open "$MONGO_PORT"; then log "ferretdb already answers on $MONGO_PORT"; return; fi
+  install_ferretdb
+  mkdir -p "$STATE/ferretdb"
+  log "starting ferretdb on 127.0.0.1:$MONGO_PORT (data in $STATE/ferretdb)"
+  nohup "$FERRETDB_BIN" --handler=sqlite --sqlite-url="file:$STATE/ferretdb/" \
+    --listen-addr="127.0.0.1:$MONGO_PORT" --telemetry=disable --log-level=warn \
+    --debug-addr=- --state-dir="$STATE/ferretdb" \
+    >"$STATE/ferretdb.log" 2>&1 </dev/null &
+  echo $! >"$STATE/ferretdb.pid"
+  wait_for ferretdb 60 port_open "$MONGO_PORT"
+}
+
+stop_all() {
+  if [ -f "$STATE/ferretdb.pid" ]; then
+    kill "$(cat "$STATE/ferretdb.pid")" 2>/dev/null || true
+    rm -f "$STATE/ferretdb.pid"; log "ferretdb stopped"
+  fi
+  if command -v rabbitmqctl >/dev/null 2>&1 && port_open "$AMQP_PORT"; then
+    as_root rabbitmqctl stop >/dev/null 2>&1 || true; log "rabbitmq stopped"
+  fi
+}
+
+mkdir -p "$STATE"
+case "${1:-start}" in
+  start) start_rabbitmq & r=$!; start_ferretdb & f=$!; wait $r; wait $f ;;
+  stop) stop_all ;;
+  status) port_open "$AMQP_PORT" && echo "rabbitmq: up" || echo "rabbitmq: down"
+          port_open "$MONGO_PORT" && echo "ferretdb: up" || echo "ferretdb: down" ;;
+  *) echo "usage: $0 [start|stop|status]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,200 @@
+"""Settings: one TOML file (HH_CONFIG) with HH_* environment overrides for the common keys.
+
+Key material is never in the TOML itself: each key entry is a file path (relative paths are
+taken from the config file's folder) or `env:NAME`, the name of an environment variable.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shared.signature import (
+    KeyLoadError,
+    SigningKey,
+    VerifyKey,
+    load_signing_key,
+    load_verify_key,
+)
+
+
+class SettingsError(ValueError):
+    """The configuration cannot be used; the message names the setting, never key material."""
+
+
+@dataclass(frozen=True)
+class AmqpSettings:
+    url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    publish_timeout_s: float = 5.0
+    prefetch: int = 64
+    delivery_limit: int = 20
+
+
+@dataclass(frozen=True)
+class MongoSettings:
+    url: str = "mongodb://127.0.0.1:27017"
+    database: str = "hh_callbacks"
+    timeout_ms: int = 5000
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    host: str = "0.0.0.0"  # noqa: S104 - a container listens on all its interfaces
+    port: int = 8080
+    max_body_bytes: int = 65536
+    timestamp_tolerance_s: int = 300
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    host: str = "0.0.0.0"  # noqa: S104
+    port: int = 8081  # /healthz, /readyz, /metrics
+    relay_interval_s: float = 5.0
+    relay_grace_s: float = 10.0  # an event younger than this is left to the worker that wrote it
+
+
+@dataclass(frozen=True)
+class PollerSettings:
+    stale_after_s: int = 600
+    give_up_after_s: int = 259200
+
+
+@dataclass(frozen=True)
+class ProjectSettings:
+    project_id: str
+    callback_keys: tuple[VerifyKey, ...]
+    api_base_url: str = "https://api.hh-processing.com"
+    request_key: SigningKey | None = field(default=None, repr=False)
+    default_product: str = "p2p"
+    default_flow: str = "payin"
+
+
+@dataclass(frozen=True)
+class Settings:
+    amqp: AmqpSettings = AmqpSettings()
+    mongo: MongoSettings = MongoSettings()
+    ingest: IngestSettings = IngestSettings()
+    worker: WorkerSettings = WorkerSettings()
+    poller: PollerSettings = PollerSettings()
+    projects: Mapping[str, ProjectSettings] = field(default_factory=dict)
+    log_format: str = "json"
+    log_level: str = "info"
+
+
+# environment variable -> (section, key, type)
+ENV_OVERRIDES: dict[str, tuple[str, str, type]] = {
+    "HH_AMQP_URL": ("amqp", "url", str),
+    "HH_MONGO_URL": ("mongo", "url", str),
+    "HH_MONGO_DB": ("mongo", "database", str),
+    "HH_INGEST_HOST": ("ingest", "host", str),
+    "HH_INGEST_PORT": ("ingest", "port", int),
+    "HH_WORKER_PORT": ("worker", "port", int),
+    "HH_LOG_FORMAT": ("log", "format", str),
+    "HH_LOG_LEVEL": ("log", "level", str),
+}
+
+
+def _read_material(ref: str, base: Path, env: Mapping[str, str], what: str) -> bytes:
+    if ref.startswith("env:"):
+        name = ref[4:]
+        if name not in env:
+            raise SettingsError(f"{what}: environment variable {name} is not set")
+        return env[name].encode("utf-8")
+    path = Path(ref) if Path(ref).is_absolute() else base / ref
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise SettingsError(f"{what}: cannot read {path}: {exc.strerror}") from None
+
+
+def _project(raw: Mapping[str, Any], base: Path, env: Mapping[str, str]) -> ProjectSettings:
+    project_id = str(raw.get("project_id") or "")
+    if not project_id:
+        raise SettingsError("[[projects]] entry without project_id")
+    where = f"project {project_id}"
+    keys: list[VerifyKey] = []
+    try:
+        for ref in raw.get("callback_public_keys", []):
+            keys.append(load_verify_key(_read_material(ref, base, env, where), "rsa"))
+        for ref in raw.get("callback_hmac_keys", []):
+            keys.append(load_verify_key(_read_material(ref, base, env, where), "hmac"))
+        request_key = None
+        if raw.get("request_hmac_key"):
+            material = _read_material(raw["request_hmac_key"], base, env, where)
+            request_key = load_signing_key(material, "hmac")
+        elif raw.get("merchant_private_key"):
+            material = _read_material(raw["merchant_private_key"], base, env, where)
+            request_key = load_signing_key(material, "rsa")
+    except KeyLoadError as exc:
+        raise SettingsError(f"{where}: {exc}") from None
+    if not keys:
+        raise SettingsError(f"{where}: no callback_public_keys or callback_hmac_keys")
+    return ProjectSettings(
+        project_id=project_id,
+        callback_keys=tuple(keys),
+        api_base_url=str(raw.get("api_base_url", ProjectSettings.api_base_url)),
+        request_key=request_key,
+        default_product=str(raw.get("default_product", "p2p")),
+        default_flow=str(raw.get("default_flow", "payin")),
+    )
+
+
+def _section(cls: type, raw: Mapping[str, Any]) -> Any:
+    known = set(cls.__dataclass_fields__)
+    unknown = set(raw) - known
+    if unknown:
+        raise SettingsError(f"unknown settings in [{cls.__name__}]: {', '.join(sorted(unknown))}")
+    return cls(**raw)
+
+
+def parse_settings(
+    raw: Mapping[str, Any], base: Path, env: Mapping[str, str] | None = None
+) -> Settings:
+    env = os.environ if env is None else env
+    sections: dict[str, dict[str, Any]] = {
+        name: dict(raw.get(name, {})) for name in ("amqp", "mongo", "ingest", "worker", "poller", "log")
+    }
+    for var, (section, key, kind) in ENV_OVERRIDES.items():
+        if env.get(var):
+            try:
+                sections[section][key] = kind(env[var])
+            except ValueError:
+                raise SettingsError(f"{var} is not a valid {kind.__name__}") from None
+    projects = {}
+    for entry in raw.get("projects", []):
+        project = _project(entry, base, env)
+        if project.project_id in projects:
+            raise SettingsError(f"project {project.project_id} is listed twice")
+        projects[project.project_id] = project
+    try:
+        return Settings(
+            amqp=_section(AmqpSettings, sections["amqp"]),
+            mongo=_section(MongoSettings, sections["mongo"]),
+            ingest=_section(IngestSettings, sections["ingest"]),
+            worker=_section(WorkerSettings, sections["worker"]),
+            poller=_section(PollerSettings, sections["poller"]),
+            projects=projects,
+            log_format=str(sections["log"].get("format", "json")),
+            log_level=str(sections["log"].get("level", "info")),
+        )
+    except TypeError as exc:
+        raise SettingsError(str(exc)) from None
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Settings from `path`, else from $HH_CONFIG, else the defaults (no projects)."""
+    location = path or os.environ.get("HH_CONFIG")
+    if not location:
+        return parse_settings({}, Path.cwd())
+    file = Path(location)
+    try:
+        raw = tomllib.loads(file.read_text("utf-8"))
+    except OSError as exc:
+        raise SettingsError(f"cannot read config {file}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"config {file} is not valid TOML: {exc}") from None
+    return parse_settings(raw, file.resolve().parent)
