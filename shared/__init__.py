@@ -1,1 +1,1 @@
-"""What ingest and worker share: settings, the signature scheme, the alert model, transport helpers."""
+"""What ingest and worker share: settings, signatures, the alert model, transport helpers."""

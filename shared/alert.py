@@ -71,7 +71,8 @@ def decode_body(body: bytes) -> tuple[str, object]:
 
 
 def idempotency_key(project_id: str, payment_id: str, status: str, sub_status: str | None) -> str:
-    return f"{project_id}:{payment_id}:{status}:{NULL_SUB_STATUS if sub_status is None else sub_status}"
+    sub = NULL_SUB_STATUS if sub_status is None else sub_status
+    return f"{project_id}:{payment_id}:{status}:{sub}"
 
 
 def order_id(project_id: str, payment_id: str) -> str:

@@ -6,6 +6,7 @@ taken from the config file's folder) or `env:NAME`, the name of an environment v
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
 from collections.abc import Mapping
@@ -55,6 +56,10 @@ class WorkerSettings:
     port: int = 8081  # /healthz, /readyz, /metrics
     relay_interval_s: float = 5.0
     relay_grace_s: float = 10.0  # an event younger than this is left to the worker that wrote it
+    # A failure that may pass is retried after these delays in turn (the last one repeats)
+    # until max_attempts; then the message goes to the dead letters.
+    retry_delays_s: tuple[int, ...] = (1, 5, 30, 120, 600)
+    max_attempts: int = 12
 
 
 @dataclass(frozen=True)
@@ -144,11 +149,15 @@ def _project(raw: Mapping[str, Any], base: Path, env: Mapping[str, str]) -> Proj
 
 
 def _section(cls: type, raw: Mapping[str, Any]) -> Any:
-    known = set(cls.__dataclass_fields__)
+    known = {f.name for f in dataclasses.fields(cls)}
     unknown = set(raw) - known
     if unknown:
         raise SettingsError(f"unknown settings in [{cls.__name__}]: {', '.join(sorted(unknown))}")
     return cls(**raw)
+
+
+def _tuples(raw: dict[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
 
 
 def parse_settings(
@@ -156,7 +165,8 @@ def parse_settings(
 ) -> Settings:
     env = os.environ if env is None else env
     sections: dict[str, dict[str, Any]] = {
-        name: dict(raw.get(name, {})) for name in ("amqp", "mongo", "ingest", "worker", "poller", "log")
+        name: dict(raw.get(name, {}))
+        for name in ("amqp", "mongo", "ingest", "worker", "poller", "log")
     }
     for var, (section, key, kind) in ENV_OVERRIDES.items():
         if env.get(var):
@@ -175,7 +185,7 @@ def parse_settings(
             amqp=_section(AmqpSettings, sections["amqp"]),
             mongo=_section(MongoSettings, sections["mongo"]),
             ingest=_section(IngestSettings, sections["ingest"]),
-            worker=_section(WorkerSettings, sections["worker"]),
+            worker=_section(WorkerSettings, _tuples(sections["worker"])),
             poller=_section(PollerSettings, sections["poller"]),
             projects=projects,
             log_format=str(sections["log"].get("format", "json")),

@@ -189,7 +189,8 @@ def sign_hmac(secret: bytes, message: bytes) -> str:
 def verify_rsa(public_key: rsa.RSAPublicKey, message: bytes, signature: str) -> bool:
     try:
         raw = _b64_any(signature)
-        public_key.verify(raw, hashlib.sha256(message).digest(), padding.PKCS1v15(), hashes.SHA256())
+        digest = hashlib.sha256(message).digest()
+        public_key.verify(raw, digest, padding.PKCS1v15(), hashes.SHA256())
     except (InvalidSignature, binascii.Error, ValueError):
         return False
     return True

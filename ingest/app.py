@@ -1,0 +1,186 @@
+"""The ingest aiohttp app: read, check (ingest.checks), publish with confirm, answer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import structlog
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from ingest.checks import Accepted, Rejected, check_alert
+from shared.broker import Broker, PublishFailed
+from shared.envelope import AlertEnvelope
+from shared.metrics import metrics_handler
+from shared.settings import Settings
+from shared.topology import (
+    CALLBACKS_EXCHANGE,
+    IDEMPOTENCY_HEADER,
+    callback_routing_key,
+    contract_topology,
+)
+
+log = structlog.get_logger("ingest")
+
+# path -> route name carried in the envelope (which of HighHelp's three URLs was called)
+ROUTES = {
+    "/callbacks/highhelp": "callback",
+    "/callbacks/highhelp/success": "success",
+    "/callbacks/highhelp/decline": "decline",
+}
+
+
+class IngestMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.alerts = Counter(
+            "hh_ingest_alerts", "Alerts answered, by route and outcome",
+            ["route", "outcome"], registry=self.registry,
+        )
+        self.rejections = Counter(
+            "hh_ingest_rejections", "Alerts refused, by reason", ["reason"], registry=self.registry
+        )
+        self.publish_seconds = Histogram(
+            "hh_ingest_publish_seconds", "Confirmed publish latency", registry=self.registry
+        )
+        self.request_seconds = Histogram(
+            "hh_ingest_request_seconds", "Alert request latency, by route", ["route"],
+            registry=self.registry,
+        )
+
+
+SETTINGS = web.AppKey("settings", Settings)
+BROKER = web.AppKey("broker", Broker)
+METRICS = web.AppKey("metrics", IngestMetrics)
+
+
+def _json(http_status: int, /, **fields: str) -> web.Response:
+    return web.json_response(fields, status=http_status)
+
+
+UNAUTHORIZED = {"status": "unauthorized"}
+
+
+async def _answer_alert(request: web.Request, route: str, correlation_id: str) -> web.Response:
+    settings = request.app[SETTINGS]
+    limit = settings.ingest.max_body_bytes
+    bound = log.bind(route=route, correlation_id=correlation_id)
+    # The limit holds before the body is read whole: a declared length over it is refused at
+    # once, and aiohttp stops reading an undeclared (chunked) body at client_max_size.
+    if request.content_length is not None and request.content_length > limit:
+        return _rejected(request, route, bound, Rejected(413, "body_too_large"))
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return _rejected(request, route, bound, Rejected(413, "body_too_large"))
+
+    result = check_alert(
+        body, request.headers, settings.projects, time.time(), settings.ingest.timestamp_tolerance_s
+    )
+    if isinstance(result, Rejected):
+        return _rejected(request, route, bound, result)
+    return await _publish(request, route, bound, result, correlation_id)
+
+
+def _rejected(
+    request: web.Request, route: str, bound: structlog.typing.FilteringBoundLogger,
+    rejected: Rejected,
+) -> web.Response:
+    metrics = request.app[METRICS]
+    metrics.alerts.labels(route, str(rejected.http_status)).inc()
+    metrics.rejections.labels(rejected.reason).inc()
+    alert = rejected.alert
+    bound.warning(
+        "alert_rejected", outcome=rejected.http_status, reason=rejected.reason,
+        project_id=alert.project_id if alert else None,
+        payment_id=alert.payment_id if alert else None,
+        request_id=alert.request_id if alert else None,
+        idempotency_key=alert.idempotency_key if alert else None,
+    )
+    if rejected.http_status == 401:
+        return web.json_response(UNAUTHORIZED, status=401)
+    return _json(rejected.http_status, status="rejected", reason=rejected.reason)
+
+
+async def _publish(
+    request: web.Request, route: str, bound: structlog.typing.FilteringBoundLogger,
+    accepted: Accepted, correlation_id: str,
+) -> web.Response:
+    metrics, broker = request.app[METRICS], request.app[BROKER]
+    alert = accepted.alert
+    bound = bound.bind(
+        project_id=alert.project_id, payment_id=alert.payment_id, request_id=alert.request_id,
+        idempotency_key=alert.idempotency_key, key_id=accepted.key_id,
+    )
+    envelope = AlertEnvelope(
+        body=accepted.body_text, route=route, timestamp=accepted.timestamp,
+        key_id=accepted.key_id, received_at=time.time(), correlation_id=correlation_id,
+    )
+    started = time.perf_counter()
+    try:
+        await broker.publish(
+            CALLBACKS_EXCHANGE, callback_routing_key(alert.status), envelope.to_bytes(),
+            correlation_id=correlation_id, headers={IDEMPOTENCY_HEADER: alert.idempotency_key},
+        )
+    except PublishFailed as exc:
+        metrics.alerts.labels(route, "503").inc()
+        metrics.rejections.labels("broker_unavailable").inc()
+        bound.error("alert_not_accepted", outcome=503, reason=str(exc))
+        return _json(503, status="unavailable")
+    metrics.publish_seconds.observe(time.perf_counter() - started)
+    metrics.alerts.labels(route, "200").inc()
+    bound.info("alert_accepted", outcome=200, status=alert.status, sub_status=alert.sub_status)
+    return _json(200, status="accepted", correlation_id=correlation_id)
+
+
+def alert_handler(route: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handler(request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        try:
+            return await _answer_alert(request, route, uuid.uuid4().hex)
+        finally:
+            request.app[METRICS].request_seconds.labels(route).observe(
+                time.perf_counter() - started
+            )
+
+    return handler
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    return _json(200, status="ok")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    if request.app[BROKER].ready:
+        return _json(200, status="ready")
+    return _json(503, status="broker unavailable")
+
+
+async def _broker_ctx(app: web.Application) -> AsyncIterator[None]:
+    # Start serving at once: until the broker answers, /readyz and alerts say 503.
+    connecting = asyncio.create_task(app[BROKER].connect_forever())
+    yield
+    connecting.cancel()
+    await asyncio.gather(connecting, return_exceptions=True)
+    await app[BROKER].close()
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(client_max_size=settings.ingest.max_body_bytes)
+    app[SETTINGS] = settings
+    app[METRICS] = IngestMetrics()
+    app[BROKER] = Broker(
+        settings.amqp.url,
+        contract_topology(settings.amqp.delivery_limit),
+        settings.amqp.publish_timeout_s,
+    )
+    app.cleanup_ctx.append(_broker_ctx)
+    for path, route in ROUTES.items():
+        app.router.add_post(path, alert_handler(route))
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_handler(app[METRICS].registry))
+    return app

@@ -1,0 +1,111 @@
+"""One robust AMQP connection with a confirm channel: connect (retrying), declare, publish.
+
+`connect_robust` restores the connection, channels and consumers after an outage, but never
+replays a publish that failed: a failed publish raises PublishFailed and the caller decides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import aio_pika
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+
+from shared.topology import Declared, Topology, declare
+
+log = structlog.get_logger("broker")
+
+
+class PublishFailed(Exception):
+    """The broker did not confirm the message in time, refused it, or could not route it."""
+
+
+class Unroutable(PublishFailed):
+    """The broker returned a mandatory message: no queue is bound for its routing key."""
+
+
+class Broker:
+    def __init__(self, url: str, topology: Topology, publish_timeout_s: float = 5.0) -> None:
+        self._url = url
+        self._topology = topology
+        self._publish_timeout_s = publish_timeout_s
+        self.connection: AbstractRobustConnection | None = None
+        self.channel: AbstractChannel | None = None
+        self.declared: Declared | None = None
+
+    async def connect(self) -> None:
+        """Connect once and declare the topology (idempotent on the broker)."""
+        connection = await aio_pika.connect_robust(self._url, timeout=10)
+        try:
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            self.declared = await declare(channel, self._topology)
+        except BaseException:
+            await connection.close()
+            raise
+        self.connection, self.channel = connection, channel
+
+    async def connect_forever(self, max_delay_s: float = 10.0) -> None:
+        """Connect, retrying with growing delays until the broker answers (start-up outages)."""
+        delay = 0.5
+        while True:
+            try:
+                await self.connect()
+                log.info("broker_connected")
+                return
+            except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
+                log.warning("broker_unreachable", error=type(exc).__name__, retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, max_delay_s)
+
+    @property
+    def ready(self) -> bool:
+        return (
+            self.connection is not None
+            and self.connection.connected.is_set()
+            and self.channel is not None
+            and not self.channel.is_closed
+        )
+
+    async def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        correlation_id: str,
+        headers: Mapping[str, Any] | None = None,
+        message_id: str | None = None,
+    ) -> None:
+        """A persistent, mandatory publish, returned only once the broker confirmed it."""
+        if self.declared is None or not self.ready:
+            raise PublishFailed("broker not connected")
+        message = aio_pika.Message(
+            body,
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=message_id or uuid.uuid4().hex,
+            correlation_id=correlation_id,
+            timestamp=time.time(),
+            headers=dict(headers or {}),
+        )
+        try:
+            async with asyncio.timeout(self._publish_timeout_s):
+                await self.declared.exchanges[exchange].publish(
+                    message, routing_key, mandatory=True
+                )
+        except TimeoutError:
+            raise PublishFailed("publish not confirmed in time") from None
+        except aio_pika.exceptions.PublishError:
+            raise Unroutable(f"no queue bound for {routing_key}") from None
+        except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+            raise PublishFailed(f"publish failed: {type(exc).__name__}") from None
+
+    async def close(self) -> None:
+        if self.connection is not None:
+            await self.connection.close()
+        self.connection = self.channel = self.declared = None

@@ -1,0 +1,43 @@
+"""Structured logging, configured in one place: JSON lines on stdout (console format on request)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+# A field whose name says it may hold a secret is dropped before rendering, as a second line of
+# defence: no code path should log such values in the first place.
+_SECRET_WORDS = ("signature", "secret", "private", "password", "hmac_key", "token")
+
+
+def drop_secret_fields(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    for name in [k for k in event if any(word in k.lower() for word in _SECRET_WORDS)]:
+        event[name] = "[redacted]"
+    return event
+
+
+def configure(fmt: str = "json", level: str = "info", *, cache: bool = True) -> None:
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer() if fmt == "console" else structlog.processors.JSONRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            drop_secret_fields,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+        ),
+        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        cache_logger_on_first_use=cache,
+    )

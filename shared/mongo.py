@@ -1,0 +1,49 @@
+"""MongoDB access: the client, the collections of the contract, and their indexes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+
+from shared.settings import MongoSettings
+
+Document = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Collections:
+    callbacks: AsyncCollection[Document]  # the inbox, by idempotency key
+    transitions: AsyncCollection[Document]  # the order log and outbox, by order and seq
+    anomalies: AsyncCollection[Document]  # conflicting finals: recorded and published, not applied
+    registrations: AsyncCollection[Document]  # what the merchant backend told us of an order
+    orders: AsyncCollection[Document]  # the current-state view, rebuilt from the above
+
+    @classmethod
+    def of(cls, db: AsyncDatabase[Document]) -> Collections:
+        return cls(
+            callbacks=db["callbacks"],
+            transitions=db["transitions"],
+            anomalies=db["anomalies"],
+            registrations=db["registrations"],
+            orders=db["orders"],
+        )
+
+
+def client(settings: MongoSettings) -> AsyncMongoClient[Document]:
+    return AsyncMongoClient(
+        settings.url,
+        serverSelectionTimeoutMS=settings.timeout_ms,
+        connectTimeoutMS=settings.timeout_ms,
+        timeoutMS=settings.timeout_ms * 2,
+        tz_aware=True,
+    )
+
+
+async def ensure_indexes(c: Collections) -> None:
+    await c.transitions.create_index([("order_id", ASCENDING), ("seq", DESCENDING)])
+    await c.transitions.create_index([("published", ASCENDING)])
+    await c.anomalies.create_index([("published", ASCENDING)])

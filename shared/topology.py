@@ -1,0 +1,123 @@
+"""The broker topology of the contract, as plain data, and the one function that declares it."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import aio_pika
+
+CALLBACKS_EXCHANGE = "hh.callbacks"
+PROCESS_QUEUE = "hh.callbacks.process"
+DEAD_EXCHANGE = "hh.callbacks.dlx"
+RETRY_EXCHANGE = "hh.callbacks.retry"
+RETRY_ROUTING_KEY = "callback.retry"  # how a delayed message re-enters hh.callbacks.process
+DEAD_QUEUE = "hh.callbacks.dead"
+ORDERS_EXCHANGE = "hh.orders"
+REGISTER_QUEUE = "hh.orders.register"
+
+IDEMPOTENCY_HEADER = "x-idempotency-key"
+
+
+@dataclass(frozen=True)
+class ExchangeSpec:
+    name: str
+    type: aio_pika.ExchangeType
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+    bindings: tuple[tuple[str, str], ...] = ()  # (exchange, routing key)
+
+
+@dataclass(frozen=True)
+class Topology:
+    exchanges: tuple[ExchangeSpec, ...]
+    queues: tuple[QueueSpec, ...]
+
+
+def retry_queue(delay_s: int) -> str:
+    return f"hh.callbacks.retry.{delay_s}s"
+
+
+def contract_topology(delivery_limit: int, retry_delays_s: tuple[int, ...] = ()) -> Topology:
+    quorum = {"x-queue-type": "quorum"}
+    # A retry queue holds a message for its fixed TTL, then dead-letters it back to the work
+    # queue (no delayed-message plugin). At-least-once dead-lettering needs reject-publish.
+    retries = tuple(
+        QueueSpec(
+            retry_queue(delay),
+            {**quorum, "x-message-ttl": delay * 1000,
+             "x-dead-letter-exchange": CALLBACKS_EXCHANGE,
+             "x-dead-letter-routing-key": RETRY_ROUTING_KEY,
+             "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"},
+            ((RETRY_EXCHANGE, retry_queue(delay)),),
+        )
+        for delay in retry_delays_s
+    )
+    return Topology(
+        exchanges=(
+            ExchangeSpec(CALLBACKS_EXCHANGE, aio_pika.ExchangeType.TOPIC),
+            ExchangeSpec(ORDERS_EXCHANGE, aio_pika.ExchangeType.TOPIC),
+            ExchangeSpec(DEAD_EXCHANGE, aio_pika.ExchangeType.FANOUT),
+            ExchangeSpec(RETRY_EXCHANGE, aio_pika.ExchangeType.DIRECT),
+        ),
+        queues=(
+            QueueSpec(
+                PROCESS_QUEUE,
+                # RabbitMQ 3.10 quorum queues have no default delivery limit: set one, and send
+                # what exceeds it to the dead letters rather than dropping it.
+                {**quorum, "x-delivery-limit": delivery_limit,
+                 "x-dead-letter-exchange": DEAD_EXCHANGE},
+                ((CALLBACKS_EXCHANGE, "callback.#"),),
+            ),
+            QueueSpec(DEAD_QUEUE, dict(quorum), ((DEAD_EXCHANGE, ""),)),
+            QueueSpec(
+                REGISTER_QUEUE,
+                {**quorum, "x-delivery-limit": delivery_limit,
+                 "x-dead-letter-exchange": DEAD_EXCHANGE},
+            ),
+            *retries,
+        ),
+    )
+
+
+@dataclass
+class Declared:
+    """Strong references to what was declared: the connection holds them only weakly."""
+
+    exchanges: dict[str, aio_pika.abc.AbstractExchange]
+    queues: dict[str, aio_pika.abc.AbstractQueue]
+
+
+async def declare(channel: aio_pika.abc.AbstractChannel, topology: Topology) -> Declared:
+    exchanges = {
+        spec.name: await channel.declare_exchange(spec.name, spec.type, durable=True)
+        for spec in topology.exchanges
+    }
+    queues = {}
+    for spec in topology.queues:
+        queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
+        for exchange, key in spec.bindings:
+            await queue.bind(exchanges[exchange], routing_key=key)
+        queues[spec.name] = queue
+    return Declared(exchanges, queues)
+
+
+_UNSAFE = re.compile(r"[^a-z0-9_-]+")
+
+
+def routing_word(status: str) -> str:
+    """A status as one topic word: lower case, no dots or wildcards (unknown statuses too)."""
+    return _UNSAFE.sub("_", status.lower()) or "unknown"
+
+
+def callback_routing_key(status: str) -> str:
+    return f"callback.{routing_word(status)}"
+
+
+def event_routing_key(status: str) -> str:
+    return f"order.{routing_word(status)}"

@@ -1,0 +1,1 @@
+"""worker: consumes verified alerts and turns them into order state, a transition log and events."""

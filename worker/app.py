@@ -1,0 +1,118 @@
+"""The worker process: start and stop hooks around the consumers, the outbox relay and a small
+HTTP server for health and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+from aiohttp import web
+from pymongo import AsyncMongoClient
+
+from shared import mongo
+from shared.broker import Broker
+from shared.metrics import metrics_handler
+from shared.settings import Settings
+from shared.topology import PROCESS_QUEUE, REGISTER_QUEUE, contract_topology
+from worker.consumer import Consumer
+from worker.processor import Processor, WorkerMetrics
+from worker.store import OrderStore
+
+log = structlog.get_logger("worker")
+
+
+class Worker:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = WorkerMetrics()
+        self.broker = Broker(
+            settings.amqp.url,
+            contract_topology(settings.amqp.delivery_limit, settings.worker.retry_delays_s),
+            settings.amqp.publish_timeout_s,
+        )
+        self.mongo_client: AsyncMongoClient[mongo.Document] = mongo.client(settings.mongo)
+        collections = mongo.Collections.of(self.mongo_client[settings.mongo.database])
+        self.store = OrderStore(collections, settings.projects)
+        self.processor = Processor(self.store, self.broker, self.metrics)
+        self.consumer = Consumer(self.broker, self.processor, settings.worker)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._consumer_tags: list[tuple[object, str]] = []
+        self._runner: web.AppRunner | None = None
+        self.draining = False
+
+    async def start(self, *, http: bool = True) -> None:
+        if http:
+            await self._start_http()
+        await self._wait_for_mongo()
+        await mongo.ensure_indexes(self.store.c)
+        await self.broker.connect_forever()
+        assert self.broker.connection is not None
+        channel = await self.broker.connection.channel()
+        await channel.set_qos(prefetch_count=self.settings.amqp.prefetch)
+        self._consume_channel = channel
+        for name, callback in (
+            (PROCESS_QUEUE, self.consumer.on_alert),
+            (REGISTER_QUEUE, self.consumer.on_registration),
+        ):
+            queue = await channel.get_queue(name, ensure=True)
+            tag = await queue.consume(callback)
+            self._consumer_tags.append((queue, tag))
+        self._tasks.append(asyncio.create_task(self._relay_loop()))
+        log.info("worker_started", prefetch=self.settings.amqp.prefetch)
+
+    async def _wait_for_mongo(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await self.mongo_client.admin.command("ping")
+                return
+            except Exception as exc:  # noqa: BLE001 - any failure here means "not yet"
+                log.warning("mongo_unreachable", error=type(exc).__name__, retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _relay_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.worker.relay_interval_s)
+            try:
+                sent = await self.processor.relay_once(self.settings.worker.relay_grace_s)
+                if sent:
+                    log.info("outbox_relayed", events=sent)
+            except Exception as exc:  # noqa: BLE001 - the next round tries again
+                log.warning("outbox_relay_failed", error=type(exc).__name__)
+
+    async def stop(self) -> None:
+        """Stop consuming, let in-flight messages finish, then close everything."""
+        self.draining = True
+        for queue, tag in self._consumer_tags:
+            with contextlib.suppress(Exception):
+                await queue.cancel(tag)  # type: ignore[attr-defined]
+        if self.consumer.in_flight:
+            await asyncio.wait(set(self.consumer.in_flight), timeout=30)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.broker.close()
+        await self.mongo_client.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        log.info("worker_stopped")
+
+    async def _start_http(self) -> None:
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", metrics_handler(self.metrics.registry))
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.settings.worker.host, self.settings.worker.port)
+        await site.start()
+
+    async def _healthz(self, _request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _readyz(self, _request: web.Request) -> web.Response:
+        if self.broker.ready and not self.draining:
+            return web.json_response({"status": "ready"})
+        return web.json_response({"status": "not ready"}, status=503)

@@ -1,0 +1,147 @@
+"""AMQP consumers of the worker: ack only after the effect is durable; retry what may pass
+after a growing delay; dead-letter what never will."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aio_pika.abc import AbstractIncomingMessage
+
+from shared.alert import InvalidAlert
+from shared.broker import Broker, PublishFailed
+from shared.envelope import AlertEnvelope, InvalidEnvelope
+from shared.registration import parse_registration
+from shared.settings import WorkerSettings
+from shared.topology import DEAD_EXCHANGE, RETRY_EXCHANGE, retry_queue
+from worker.processor import Processor
+from worker.records import utc
+
+log = structlog.get_logger("worker.consumer")
+
+ATTEMPT_HEADER = "x-hh-attempt"
+REASON_HEADER = "x-hh-reason"
+
+
+class PermanentFailure(Exception):
+    """This message can never be processed as it is."""
+
+
+def retry_delay(attempt: int, delays: tuple[int, ...]) -> int:
+    """The delay after failed attempt `attempt` (1-based); the last delay repeats."""
+    return delays[min(attempt, len(delays)) - 1]
+
+
+class Consumer:
+    def __init__(self, broker: Broker, processor: Processor, settings: WorkerSettings) -> None:
+        self.broker = broker
+        self.processor = processor
+        self.settings = settings
+        self.in_flight: set[asyncio.Task[None]] = set()
+
+    async def on_alert(self, message: AbstractIncomingMessage) -> None:
+        await self._handle(message, self._process_alert)
+
+    async def on_registration(self, message: AbstractIncomingMessage) -> None:
+        await self._handle(message, self._process_registration)
+
+    async def _process_alert(self, body: bytes) -> None:
+        try:
+            envelope = AlertEnvelope.from_bytes(body)
+            await self.processor.handle_alert(envelope)
+        except (InvalidEnvelope, InvalidAlert) as exc:
+            raise PermanentFailure(f"invalid: {exc}") from None
+
+    async def _process_registration(self, body: bytes) -> None:
+        try:
+            registration = parse_registration(json.loads(body))
+        except (ValueError, InvalidAlert) as exc:
+            raise PermanentFailure(f"invalid registration: {exc}") from None
+        store = self.processor.store
+        new = await store.register({
+            "_id": registration.order_id, **registration.as_dict(),
+            "registered_at": utc(time.time()),
+        })
+        await store.refresh_view(registration.order_id)
+        log.info("order_registered", project_id=registration.project_id,
+                 payment_id=registration.payment_id, product=registration.product,
+                 flow=registration.flow, new=new)
+
+    async def _handle(
+        self, message: AbstractIncomingMessage, work: Callable[[bytes], Awaitable[None]]
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.in_flight.add(task)
+        attempt = _attempts_so_far(message) + 1
+        try:
+            try:
+                await work(message.body)
+            except PermanentFailure as exc:
+                self.processor.metrics.failures.labels("permanent").inc()
+                await self._dead_letter(message, str(exc), attempt)
+                return
+            except Exception as exc:  # noqa: BLE001 - any other failure may pass: retry later
+                self.processor.metrics.failures.labels("transient").inc()
+                log.warning("message_failed", error=type(exc).__name__, attempt=attempt,
+                            correlation_id=message.correlation_id)
+                if attempt >= self.settings.max_attempts:
+                    await self._dead_letter(
+                        message, f"exhausted {attempt} attempts: {type(exc).__name__}", attempt
+                    )
+                else:
+                    await self._retry_later(message, attempt)
+                return
+            await _settle(message.ack())
+        finally:
+            self.in_flight.discard(task)
+
+    async def _forward(
+        self, message: AbstractIncomingMessage, exchange: str, routing_key: str,
+        headers: dict[str, object],
+    ) -> None:
+        """Publish a copy with confirm, then ack the original; if the copy is not confirmed,
+        hand the original back so nothing is lost (a redelivery is harmless)."""
+        try:
+            await self.broker.publish(
+                exchange, routing_key, message.body,
+                correlation_id=message.correlation_id or "",
+                headers={**(message.headers or {}), **headers},
+            )
+        except PublishFailed:
+            await asyncio.sleep(1)  # the broker is in trouble: do not spin
+            await _settle(message.nack(requeue=True))
+            return
+        await _settle(message.ack())
+
+    async def _retry_later(self, message: AbstractIncomingMessage, attempt: int) -> None:
+        delay = retry_delay(attempt, self.settings.retry_delays_s)
+        await self._forward(message, RETRY_EXCHANGE, retry_queue(delay), {ATTEMPT_HEADER: attempt})
+
+    async def _dead_letter(
+        self, message: AbstractIncomingMessage, reason: str, attempt: int
+    ) -> None:
+        log.error("message_dead_lettered", reason=reason, attempts=attempt,
+                  correlation_id=message.correlation_id, queue=message.routing_key)
+        await self._forward(message, DEAD_EXCHANGE, "", {
+            REASON_HEADER: reason[:500],
+            "x-hh-dead-at": utc(time.time()).isoformat(),
+            "x-hh-attempts": attempt,
+            "x-hh-routing-key": message.routing_key or "",
+        })
+
+
+async def _settle(action: Awaitable[None]) -> None:
+    # If the channel is gone the broker already gave the message back; nothing more to do.
+    try:
+        await action
+    except Exception as exc:  # noqa: BLE001
+        log.warning("settle_failed", error=type(exc).__name__)
+
+
+def _attempts_so_far(message: AbstractIncomingMessage) -> int:
+    value = (message.headers or {}).get(ATTEMPT_HEADER, 0)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

@@ -1,0 +1,180 @@
+"""Processing one observation (an alert, or a poll answer) into order state and events.
+
+Every step is safe to repeat after a crash: the inbox and log are unique inserts, the event is
+published from the log record (same event_id every time) and marked afterwards, and the view is
+rebuilt from its sources.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from pymongo.asynchronous.collection import AsyncCollection
+
+from shared.alert import decode_body, parse_alert
+from shared.broker import Broker, Unroutable
+from shared.envelope import AlertEnvelope
+from shared.topology import IDEMPOTENCY_HEADER, ORDERS_EXCHANGE
+from worker.records import (
+    Document,
+    Observation,
+    anomaly_record,
+    inbox_record,
+    state_of,
+    transition_record,
+    utc,
+)
+from worker.statemachine import Verdict, decide
+from worker.store import OrderStore
+
+log = structlog.get_logger("worker")
+
+ALREADY_DONE = "already_done"
+MAX_STEP_RACES = 20  # re-reads after another replica took the step we wanted
+
+
+class StepRaceLost(RuntimeError):
+    """Other replicas kept moving the order; the message is retried later."""
+
+
+class KeyedLock:
+    """One asyncio.Lock per key, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._users: defaultdict[str, int] = defaultdict(int)
+
+    @asynccontextmanager
+    async def __call__(self, key: str) -> AsyncIterator[None]:
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        self._users[key] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._users[key] -= 1
+            if not self._users[key]:
+                del self._users[key], self._locks[key]
+
+
+class WorkerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.alerts = Counter(
+            "hh_worker_alerts", "Alerts processed, by outcome", ["outcome"], registry=self.registry
+        )
+        self.events = Counter(
+            "hh_worker_events", "Events published, by routing key", ["routing_key"],
+            registry=self.registry,
+        )
+        self.failures = Counter(
+            "hh_worker_failures", "Messages that failed, by kind", ["kind"], registry=self.registry
+        )
+        self.seconds = Histogram(
+            "hh_worker_alert_seconds", "Time to process one alert", registry=self.registry
+        )
+
+
+class Processor:
+    def __init__(self, store: OrderStore, broker: Broker, metrics: WorkerMetrics) -> None:
+        self.store = store
+        self.broker = broker
+        self.metrics = metrics
+        self._locks = KeyedLock()
+
+    async def handle_alert(self, envelope: AlertEnvelope) -> str:
+        """Process one verified alert. Raises InvalidAlert if it cannot be read (for good)."""
+        _text, value = decode_body(envelope.body.encode("utf-8"))
+        alert = parse_alert(value)
+        obs = Observation.from_alert(alert, envelope)
+        bound = log.bind(
+            project_id=alert.project_id, payment_id=alert.payment_id,
+            request_id=alert.request_id, idempotency_key=alert.idempotency_key,
+            route=envelope.route, correlation_id=envelope.correlation_id, key_id=envelope.key_id,
+        )
+        async with self._locks(obs.order_id):
+            existing = await self.store.record_alert(inbox_record(alert, envelope, time.time()))
+            if existing is not None and existing.get("outcome"):
+                bound.info("alert_processed", outcome=ALREADY_DONE)
+                self.metrics.alerts.labels(ALREADY_DONE).inc()
+                return ALREADY_DONE
+            verdict = await self.apply(obs, bound)
+            await self.store.mark_alert(alert.idempotency_key, verdict.value, utc(time.time()))
+        self.metrics.alerts.labels(verdict.value).inc()
+        return verdict.value
+
+    async def apply(
+        self, obs: Observation, bound: structlog.typing.FilteringBoundLogger | None = None
+    ) -> Verdict:
+        """Run the state machine for `obs` and make its effect durable and published.
+        The caller holds the order's lock."""
+        bound = bound or log.bind(project_id=obs.project_id, payment_id=obs.payment_id)
+        for _ in range(MAX_STEP_RACES):
+            latest = await self.store.latest_transition(obs.order_id)
+            verdict = decide(state_of(latest), obs.state)
+            if verdict is Verdict.APPLY:
+                record = transition_record(obs, latest, time.time())
+                if not await self.store.append_transition(record):
+                    continue  # another replica took this step first: read again, decide again
+                await self._publish(self.store.c.transitions, record)
+                await self.store.refresh_view(obs.order_id)
+            elif verdict is Verdict.ANOMALY:
+                assert latest is not None
+                record = await self.store.record_anomaly(anomaly_record(obs, latest, time.time()))
+                bound.error(
+                    "order_anomaly", status=obs.status, sub_status=obs.sub_status,
+                    current_status=latest["to"]["status"], source=obs.source,
+                )
+                if not record["published"]:
+                    await self._publish(self.store.c.anomalies, record)
+            elif verdict is Verdict.DUPLICATE and latest is not None:
+                # Maybe our own earlier attempt crashed after its insert: finish its work.
+                if not latest["published"]:
+                    await self._publish(self.store.c.transitions, latest)
+                await self.store.refresh_view(obs.order_id)
+            bound.info(
+                "alert_processed" if obs.source == "callback" else "poll_processed",
+                outcome=verdict.value, status=obs.status, sub_status=obs.sub_status,
+                seq=(latest or {}).get("seq", 0) + (verdict is Verdict.APPLY),
+            )
+            return verdict
+        raise StepRaceLost(obs.order_id)
+
+    async def _publish(self, collection: AsyncCollection[Document], record: Document) -> None:
+        """Publish the record's event with confirm, then mark it published. Repeating this
+        after a crash re-publishes the same event_id, which consumers dedupe."""
+        event = record["event"]
+        try:
+            await self.broker.publish(
+                ORDERS_EXCHANGE, record["routing_key"], _event_body(event),
+                correlation_id=event["correlation_id"], message_id=event["event_id"],
+                headers={IDEMPOTENCY_HEADER: event["event_id"]},
+            )
+        except Unroutable:
+            # No downstream queue is bound for this key: nobody to tell, nothing to retry.
+            log.warning("event_unrouted", routing_key=record["routing_key"],
+                        event_id=event["event_id"])
+        self.metrics.events.labels(record["routing_key"]).inc()
+        await self.store.mark_published(collection, record["_id"])
+
+    async def relay_once(self, grace_s: float, limit: int = 200) -> int:
+        """Publish events whose writer crashed before publishing them; returns how many."""
+        older_than: datetime = utc(time.time() - grace_s)
+        count = 0
+        for collection in (self.store.c.transitions, self.store.c.anomalies):
+            for record in await self.store.unpublished(collection, older_than, limit):
+                await self._publish(collection, record)
+                count += 1
+        return count
+
+
+def _event_body(event: Document) -> bytes:
+    return json.dumps(event, ensure_ascii=False).encode("utf-8")

@@ -1,0 +1,192 @@
+"""The documents the worker writes and the events it publishes, built by pure functions."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from shared.alert import Alert, is_final, order_id
+from shared.envelope import AlertEnvelope
+from shared.topology import event_routing_key
+from worker.statemachine import StatusAt
+
+Document = dict[str, Any]
+Source = Literal["callback", "poll"]
+
+EVENT_NAMESPACE = uuid.UUID("6f1d8a52-2f37-4c55-9a0e-5b8c3e7d9a10")
+
+
+def utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def iso(ts: float) -> str:
+    return utc(ts).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Observation:
+    """A status the gateway reported for an order, through an alert or a poll."""
+
+    project_id: str
+    payment_id: str
+    request_id: str | None
+    status: str
+    sub_status: str | None
+    status_description: str | None
+    gateway_time: int
+    source: Source
+    correlation_id: str
+    idempotency_key: str
+
+    @classmethod
+    def from_alert(cls, alert: Alert, envelope: AlertEnvelope) -> Observation:
+        return cls(
+            project_id=alert.project_id, payment_id=alert.payment_id, request_id=alert.request_id,
+            status=alert.status, sub_status=alert.sub_status,
+            status_description=alert.status_description, gateway_time=envelope.gateway_time,
+            source="callback", correlation_id=envelope.correlation_id,
+            idempotency_key=alert.idempotency_key,
+        )
+
+    @property
+    def order_id(self) -> str:
+        return order_id(self.project_id, self.payment_id)
+
+    @property
+    def state(self) -> StatusAt:
+        return StatusAt(self.status, self.sub_status, self.gateway_time)
+
+
+def state_of(transition: Document | None) -> StatusAt | None:
+    if transition is None:
+        return None
+    to = transition["to"]
+    return StatusAt(to["status"], to["sub_status"], int(transition["gateway_time"]))
+
+
+def inbox_record(alert: Alert, envelope: AlertEnvelope, now: float) -> Document:
+    return {
+        "_id": alert.idempotency_key,
+        "project_id": alert.project_id,
+        "payment_id": alert.payment_id,
+        "request_id": alert.request_id,
+        "status": alert.status,
+        "sub_status": alert.sub_status,
+        "route": envelope.route,
+        "timestamp": envelope.timestamp,
+        "key_id": envelope.key_id,
+        "received_at": utc(envelope.received_at),
+        "first_processed_at": utc(now),
+        "correlation_id": envelope.correlation_id,
+        # As a string: alert bodies may hold keys or nesting a document store refuses.
+        "raw_body": envelope.body,
+        "outcome": None,
+    }
+
+
+def _event(
+    event_id: str, kind: str, obs: Observation, previous: Document | None, now: float
+) -> Document:
+    before = previous["to"] if previous else None
+    return {
+        "event_id": event_id,
+        "type": kind,
+        "project_id": obs.project_id,
+        "payment_id": obs.payment_id,
+        "request_id": obs.request_id,
+        "status": obs.status,
+        "sub_status": obs.sub_status,
+        "status_description": obs.status_description,
+        "previous": {"status": before["status"], "sub_status": before["sub_status"]}
+        if before else None,
+        "final": is_final(obs.status),
+        "source": obs.source,
+        "gateway_time": iso(obs.gateway_time),
+        "recorded_at": iso(now),
+        "correlation_id": obs.correlation_id,
+    }
+
+
+def transition_record(obs: Observation, previous: Document | None, now: float) -> Document:
+    """Log entry seq n+1 of the order; it carries its downstream event (the log is the outbox)."""
+    seq = previous["seq"] + 1 if previous else 1
+    record_id = f"{obs.order_id}:{seq}"
+    event = _event(str(uuid.uuid5(EVENT_NAMESPACE, record_id)), "transition", obs, previous, now)
+    return {
+        "_id": record_id,
+        "order_id": obs.order_id,
+        "seq": seq,
+        "from": previous["to"] if previous else None,
+        "to": {
+            "status": obs.status,
+            "sub_status": obs.sub_status,
+            "status_description": obs.status_description,
+            "request_id": obs.request_id,
+        },
+        "source": obs.source,
+        "gateway_time": obs.gateway_time,
+        "recorded_at": utc(now),
+        "idempotency_key": obs.idempotency_key,
+        "correlation_id": obs.correlation_id,
+        "event": event,
+        "routing_key": event_routing_key(obs.status),
+        "published": False,
+    }
+
+
+def anomaly_record(obs: Observation, current: Document, now: float) -> Document:
+    """A different final after a final: kept once per alert, published as order.anomaly."""
+    record_id = f"anomaly:{obs.idempotency_key}"
+    event = _event(str(uuid.uuid5(EVENT_NAMESPACE, record_id)), "anomaly", obs, current, now)
+    return {
+        "_id": record_id,
+        "order_id": obs.order_id,
+        "against_seq": current["seq"],
+        "source": obs.source,
+        "recorded_at": utc(now),
+        "event": event,
+        "routing_key": "order.anomaly",
+        "published": False,
+    }
+
+
+def order_view(
+    key: str,
+    latest: Document | None,
+    registration: Document | None,
+    defaults: tuple[str, str],
+) -> Document:
+    """The orders view, derived wholly from the latest transition and the registration."""
+    reg = registration or {}
+    project_id, _, payment_id = key.partition(":")
+    view: Document = {
+        "_id": key,
+        "project_id": reg.get("project_id", project_id),
+        "payment_id": reg.get("payment_id", payment_id),
+        "product": reg.get("product", defaults[0]),
+        "flow": reg.get("flow", defaults[1]),
+        "amount": reg.get("amount"),
+        "currency": reg.get("currency"),
+        "registered": registration is not None,
+        "status": None,
+        "sub_status": None,
+        "status_description": None,
+        "request_id": None,
+        "final": False,
+        "seq": 0,
+        "gateway_time": None,
+        "updated_at": reg.get("registered_at"),
+        "needs_review": False,
+    }
+    if latest is not None:
+        to = latest["to"]
+        view.update(
+            status=to["status"], sub_status=to["sub_status"],
+            status_description=to["status_description"], request_id=to["request_id"],
+            final=is_final(to["status"]), seq=latest["seq"],
+            gateway_time=utc(latest["gateway_time"]), updated_at=latest["recorded_at"],
+        )
+    return view
