@@ -1,0 +1,218 @@
+"""Fixtures over the real local services (RabbitMQ, FerretDB on loopback; `make services`)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from ingest.app import BROKER, create_app
+from shared import logs, mongo
+from shared.settings import AmqpSettings, Settings, WorkerSettings, parse_settings
+from shared.topology import (
+    DEAD_QUEUE,
+    ORDERS_EXCHANGE,
+    PROCESS_QUEUE,
+    REGISTER_QUEUE,
+    contract_topology,
+    declare,
+    retry_queue,
+)
+from tests.keys import PROJECT_ID, key_pem
+from worker.app import Worker
+
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+MONGO_URL = "mongodb://127.0.0.1:27017"
+
+logs.configure("console", "warning", cache=False)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture(scope="session")
+def services() -> None:
+    missing = [name for name, port in (("RabbitMQ", 5672), ("FerretDB", 27017))
+               if not _port_open(port)]
+    if missing:
+        pytest.fail(f"{' and '.join(missing)} not running: `make services` starts them")
+
+
+@pytest.fixture(scope="session")
+def old_rsa_pem() -> bytes:
+    """A second callback key, as during a rotation (the "old" one)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def write_config(tmp: Path, old_rsa_pem: bytes, **sections: dict[str, Any]) -> dict[str, Any]:
+    from shared.signature import load_signing_key
+
+    old_public = load_signing_key(old_rsa_pem, "rsa").rsa_private.public_key()  # type: ignore[union-attr]
+    (tmp / "old_public.pem").write_bytes(old_public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    (tmp / "gateway_public.pem").write_bytes(key_pem("gateway_callback_public_key_pkcs1"))
+    (tmp / "callback_hmac.txt").write_bytes(key_pem("callback_hmac_key") + b"\n")
+    (tmp / "merchant_private.pem").write_bytes(key_pem("merchant_request_private_key_pkcs8"))
+    raw: dict[str, Any] = {
+        "amqp": {"url": AMQP_URL, "publish_timeout_s": 5.0},
+        "mongo": {"url": MONGO_URL, "database": f"hh_test_{uuid.uuid4().hex[:10]}"},
+        "ingest": {"host": "127.0.0.1", "port": 0},
+        "worker": {"host": "127.0.0.1", "port": 0, "relay_interval_s": 0.5, "relay_grace_s": 2.0},
+        "projects": [{
+            "project_id": PROJECT_ID,
+            "callback_public_keys": ["old_public.pem", "gateway_public.pem"],
+            "callback_hmac_keys": ["callback_hmac.txt"],
+            "merchant_private_key": "merchant_private.pem",
+        }],
+    }
+    for name, values in sections.items():
+        raw[name] = {**raw.get(name, {}), **values}
+    return raw
+
+
+def toml_text(raw: dict[str, Any]) -> str:
+    """Enough TOML for our config shape (tables of scalars/lists, one array of tables)."""
+    def scalar(v: Any) -> str:
+        return json.dumps(v) if not isinstance(v, bool) else str(v).lower()
+
+    lines = []
+    for name, table in raw.items():
+        if name == "projects":
+            continue
+        lines.append(f"[{name}]")
+        lines += [f"{k} = {scalar(v)}" for k, v in table.items()]
+    for project in raw.get("projects", []):
+        lines.append("[[projects]]")
+        lines += [f"{k} = {scalar(v)}" for k, v in project.items()]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def make_settings(
+    tmp_path: Path, old_rsa_pem: bytes
+) -> Callable[..., Settings]:
+    def make(**sections: dict[str, Any]) -> Settings:
+        return parse_settings(write_config(tmp_path, old_rsa_pem, **sections), tmp_path, env={})
+
+    return make
+
+
+@pytest.fixture
+async def settings(
+    services: None, make_settings: Callable[..., Settings]
+) -> AsyncIterator[Settings]:
+    value = make_settings()
+    yield value
+    client = mongo.client(value.mongo)
+    await client.drop_database(value.mongo.database)
+    await client.close()
+
+
+@pytest.fixture
+async def amqp(services: None) -> AsyncIterator[aio_pika.abc.AbstractChannel]:
+    """A channel for tests, with the work queues emptied: each test starts from nothing."""
+    connection = await aio_pika.connect_robust(AMQP_URL)
+    channel = await connection.channel()
+    delays = WorkerSettings().retry_delays_s
+    declared = await declare(channel, contract_topology(AmqpSettings().delivery_limit, delays))
+    names = [PROCESS_QUEUE, DEAD_QUEUE, REGISTER_QUEUE, *map(retry_queue, delays)]
+    for name in names:
+        await declared.queues[name].purge()
+    yield channel
+    await connection.close()
+
+
+class EventTap:
+    """A private queue bound to hh.orders: every downstream event published during a test."""
+
+    def __init__(self, queue: aio_pika.abc.AbstractQueue) -> None:
+        self.queue = queue
+        self.seen: list[aio_pika.abc.AbstractIncomingMessage] = []
+
+    async def drain(self) -> list[dict[str, Any]]:
+        while True:
+            message = await self.queue.get(no_ack=True, fail=False)
+            if message is None:
+                return [self.decode(m) for m in self.seen]
+            self.seen.append(message)
+
+    @staticmethod
+    def decode(message: aio_pika.abc.AbstractIncomingMessage) -> dict[str, Any]:
+        return {**json.loads(message.body), "_routing_key": message.routing_key,
+                "_message_id": message.message_id}
+
+    async def wait(self, count: int, timeout: float = 20) -> list[dict[str, Any]]:
+        return await wait_until(lambda: self._at_least(count), timeout, f"{count} events")
+
+    async def _at_least(self, count: int) -> list[dict[str, Any]] | None:
+        events = await self.drain()
+        return events if len(events) >= count else None
+
+
+@pytest.fixture
+async def events(amqp: aio_pika.abc.AbstractChannel) -> EventTap:
+    exchange = await amqp.get_exchange(ORDERS_EXCHANGE)
+    queue = await amqp.declare_queue(exclusive=True, auto_delete=True)
+    await queue.bind(exchange, "order.#")
+    return EventTap(queue)
+
+
+async def wait_until(
+    probe: Callable[[], Awaitable[Any]], timeout: float = 20, what: str = "condition"
+) -> Any:
+    """Await a condition on real services: probe until it returns a truthy value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def ingest(settings: Settings, amqp: Any) -> AsyncIterator[TestClient[Any, Any]]:
+    app = create_app(settings)
+    client: TestClient[Any, Any] = TestClient(TestServer(app))
+    await client.start_server()
+    await wait_until(lambda: _ready(app[BROKER].ready), 20, "ingest connected to the broker")
+    yield client
+    await client.close()
+
+
+async def _ready(value: bool) -> bool:
+    return value
+
+
+@pytest.fixture
+async def worker(settings: Settings, amqp: Any) -> AsyncIterator[Worker]:
+    instance = Worker(settings)
+    await instance.start(http=False)
+    yield instance
+    await instance.stop()
+
+
+@pytest.fixture
+async def db(settings: Settings) -> AsyncIterator[mongo.Collections]:
+    client = mongo.client(settings.mongo)
+    yield mongo.Collections.of(client[settings.mongo.database])
+    await client.close()

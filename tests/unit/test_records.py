@@ -1,0 +1,66 @@
+"""Records and events built by the worker: ids, sequence, the outbox event, the view."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from shared.alert import parse_alert
+from shared.envelope import AlertEnvelope, InvalidEnvelope
+from tests.keys import PROJECT_ID
+from worker.records import Observation, anomaly_record, order_view, transition_record
+
+
+def obs(status: str, sub: str | None, t: int = 1000) -> Observation:
+    return Observation(PROJECT_ID, "p-1", "r-1", status, sub, None, t, "callback", "corr",
+                       f"{PROJECT_ID}:p-1:{status}:{sub}")
+
+
+def test_transition_sequence_and_event() -> None:
+    first = transition_record(obs("processing", "new"), None, 5.0)
+    second = transition_record(obs("success", None), first, 6.0)
+    assert first["_id"] == f"{PROJECT_ID}:p-1:1" and second["seq"] == 2
+    event = second["event"]
+    assert event["previous"] == {"status": "processing", "sub_status": "new"}
+    assert event["final"] is True and event["source"] == "callback"
+    assert second["routing_key"] == "order.success" and second["published"] is False
+    # The same step always gets the same event_id, whoever builds it and when.
+    again = transition_record(obs("success", None), first, 99.0)
+    assert again["event"]["event_id"] == event["event_id"]
+    assert first["event"]["event_id"] != event["event_id"]
+
+
+def test_anomaly_and_routing_key_of_odd_status() -> None:
+    current = transition_record(obs("success", None), None, 1.0)
+    anomaly = anomaly_record(obs("decline", None), current, 2.0)
+    assert anomaly["routing_key"] == "order.anomaly"
+    assert transition_record(obs("Weird.Status#", None), None, 1)["routing_key"] == (
+        "order.weird_status_")
+
+
+def test_view_from_sources() -> None:
+    key = f"{PROJECT_ID}:p-1"
+    empty = order_view(key, None, None, ("p2p", "payin"))
+    assert empty["status"] is None and empty["product"] == "p2p" and not empty["registered"]
+    latest = transition_record(obs("success", "ok"), None, 3.0)
+    reg = {"project_id": PROJECT_ID, "payment_id": "p-1", "product": "ecom", "flow": "payout",
+           "amount": 100, "currency": "EUR"}
+    view = order_view(key, latest, reg, ("p2p", "payin"))
+    assert (view["status"], view["final"], view["product"], view["amount"]) == (
+        "success", True, "ecom", 100)
+
+
+def test_envelope_round_trip_and_refusal() -> None:
+    env = AlertEnvelope('{"a": "ü"}', "success", "17", "rsa:abc", 1.5, "c")
+    assert AlertEnvelope.from_bytes(env.to_bytes()) == env
+    for bad in (b"{}", b"[]", b"nope", json.dumps({"v": 1, "body": 3}).encode()):
+        with pytest.raises(InvalidEnvelope):
+            AlertEnvelope.from_bytes(bad)
+
+
+def test_observation_from_alert_uses_signed_timestamp() -> None:
+    alert = parse_alert({"project_id": PROJECT_ID, "general": {"payment_id": "p-1"},
+                         "status": {"status": "processing", "sub_status": "new"}})
+    env = AlertEnvelope("{}", "callback", "1706182847", "k", 1.0, "corr")
+    assert Observation.from_alert(alert, env).gateway_time == 1706182847
