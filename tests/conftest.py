@@ -35,7 +35,7 @@ from worker.app import Worker
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 MONGO_URL = "mongodb://127.0.0.1:27017"
 
-logs.configure("console", "warning", cache=False)
+logs.configure("json", "debug", cache=False)
 
 
 def _port_open(port: int) -> bool:

@@ -1,0 +1,160 @@
+"""Every bad request gets its defined answer, and nothing reaches the broker."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aio_pika
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from structlog.testing import capture_logs
+
+from ingest.app import BROKER, create_app
+from shared.settings import Settings
+from shared.topology import PROCESS_QUEUE
+from tests.conftest import wait_until
+from tests.keys import alert_body, gateway_rsa, merchant_rsa, signed_headers, vectors
+
+pytestmark = pytest.mark.services
+PATH = "/callbacks/highhelp"
+
+
+async def queued(amqp: aio_pika.abc.AbstractChannel) -> int:
+    """How many alerts reached the work queue (taken off it: basic.get, unlike the declared
+    message count, is exact right after a publisher confirm)."""
+    queue = await amqp.get_queue(PROCESS_QUEUE)
+    count = 0
+    while await queue.get(no_ack=True, fail=False) is not None:
+        count += 1
+    return count
+
+
+def without(headers: dict[str, str], name: str) -> dict[str, str]:
+    return {k: v for k, v in headers.items() if k != name}
+
+
+def tampered_body() -> tuple[bytes, dict[str, str]]:
+    body = alert_body()
+    return body.replace(b"150000", b"150001"), signed_headers(body, gateway_rsa())
+
+
+def tampered_timestamp() -> tuple[bytes, dict[str, str]]:
+    body = alert_body()
+    headers = signed_headers(body, gateway_rsa())
+    return body, {**headers, "x-access-timestamp": str(int(headers["x-access-timestamp"]) - 1)}
+
+
+CASES: list[tuple[str, Callable[[], tuple[bytes, dict[str, str]]], int]] = [
+    ("tampered body", tampered_body, 401),
+    ("tampered timestamp", tampered_timestamp, 401),
+    ("wrong key", lambda: (alert_body(), signed_headers(alert_body(), merchant_rsa())), 401),
+    ("no signature", lambda: (alert_body(), without(
+        signed_headers(alert_body(), gateway_rsa()), "x-access-signature")), 401),
+    ("old timestamp", lambda: (alert_body(), signed_headers(
+        alert_body(), gateway_rsa(), int(time.time()) - 301)), 401),
+    ("future timestamp", lambda: (alert_body(), signed_headers(
+        alert_body(), gateway_rsa(), int(time.time()) + 301)), 401),
+    ("unknown project", lambda: (alert_body(project_id="00000000-0000-0000-0000-000000000000"),
+        signed_headers(alert_body(project_id="00000000-0000-0000-0000-000000000000"),
+                       gateway_rsa())), 401),
+    ("not json", lambda: (b"hello", {"x-access-timestamp": "1"}), 400),
+    ("json array", lambda: (b"[1]", {}), 400),
+    ("no project_id", lambda: (json.dumps({"general": {"payment_id": "p"},
+                                           "status": {"status": "success"}}).encode(), {}), 400),
+    ("no payment_id", lambda: (alert_body().replace(b'"payment_id":"order-1001",', b""), {}), 400),
+    ("no status", lambda: (alert_body().replace(b'"status":"processing",', b""), {}), 400),
+    ("over the limit", lambda: (alert_body(pad="x" * 70_000), {}), 413),
+]
+
+
+@pytest.mark.parametrize(("name", "make", "expected"), CASES, ids=[c[0] for c in CASES])
+async def test_bad_alert_answer_and_nothing_published(
+    ingest: TestClient[Any, Any], amqp: aio_pika.abc.AbstractChannel,
+    name: str, make: Callable[[], tuple[bytes, dict[str, str]]], expected: int,
+) -> None:
+    body, headers = make()
+    with capture_logs() as logged:
+        response = await ingest.post(PATH, data=body, headers=headers)
+    assert response.status == expected, name
+    if expected == 401:
+        assert await response.json() == {"status": "unauthorized"}  # the reason stays with us
+    assert await queued(amqp) == 0
+    [line] = [e for e in logged if e["event"] == "alert_rejected"]
+    assert line["outcome"] == expected
+    signature = headers.get("x-access-signature")
+    assert not signature or signature not in repr(logged)
+
+
+async def test_chunked_body_over_the_limit_is_413(
+    ingest: TestClient[Any, Any], amqp: aio_pika.abc.AbstractChannel,
+) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(100):
+            yield b"x" * 1024
+
+    response = await ingest.post(PATH, data=chunks(), headers={"x-access-timestamp": "1"})
+    assert response.status == 413
+    assert await queued(amqp) == 0
+
+
+async def test_wrong_method_and_probes(ingest: TestClient[Any, Any]) -> None:
+    assert (await ingest.get(PATH)).status == 405
+    assert (await ingest.get("/healthz")).status == 200
+    assert (await ingest.get("/readyz")).status == 200
+    metrics = await (await ingest.get("/metrics")).text()
+    assert "hh_ingest_alerts_total" in metrics
+
+
+async def test_accepted_alert_is_logged_once_with_ids(
+    ingest: TestClient[Any, Any], amqp: aio_pika.abc.AbstractChannel,
+) -> None:
+    body = alert_body("pay-log")
+    headers = signed_headers(body, gateway_rsa())
+    with capture_logs() as logged:
+        assert (await ingest.post(PATH, data=body, headers=headers)).status == 200
+    [line] = [e for e in logged if e["event"] == "alert_accepted"]
+    assert line["payment_id"] == "pay-log" and line["request_id"] == "req-1"
+    assert line["idempotency_key"].endswith(":pay-log:processing:new")
+    assert line["route"] == "callback" and line["correlation_id"] and line["outcome"] == 200
+    assert headers["x-access-signature"] not in repr(logged)
+    assert await queued(amqp) == 1
+
+
+async def test_independent_implementations_alert_is_accepted_and_its_twin_refused(
+    make_settings: Callable[..., Settings], amqp: aio_pika.abc.AbstractChannel,
+) -> None:
+    """The vectors were signed by an independent implementation at a fixed past time, so this
+    ingest allows a window reaching back to it."""
+    vec = vectors()
+    age = int(time.time()) - vec["timestamp"] + 3600
+    app = create_app(make_settings(ingest={"timestamp_tolerance_s": age}))
+    async with TestClient(TestServer(app)) as client:
+        await wait_until(lambda: _true(app[BROKER].ready), 20, "broker")
+        case = vec["cases"][1]
+        headers = {"x-access-timestamp": str(vec["timestamp"]), "Content-Type": "application/json"}
+        good = await client.post(PATH, data=case["raw_body"].encode(), headers={
+            **headers, "x-access-signature": case["rsa_signature_by_gateway_key"]})
+        assert good.status == 200
+        for negative in vec["negative_cases"]:
+            bad = await client.post(PATH, data=negative["raw_body"].encode(), headers={
+                **headers, "x-access-timestamp": str(negative["timestamp"]),
+                "x-access-signature": negative["signature"]})
+            assert bad.status == 401, negative["why"]
+    assert await queued(amqp) == 1
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_broker_unreachable_answers_503(make_settings: Callable[..., Settings]) -> None:
+    app = create_app(make_settings(amqp={"url": "amqp://guest:guest@127.0.0.1:1/"}))
+    async with TestClient(TestServer(app)) as client:
+        body = alert_body()
+        response = await client.post(PATH, data=body, headers=signed_headers(body, gateway_rsa()))
+        assert response.status == 503
+        assert (await client.get("/readyz")).status == 503
+        assert (await client.get("/healthz")).status == 200
