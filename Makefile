@@ -1,0 +1,33 @@
+# Two commands: `make run` and `make test`. Both set up what they need on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test services services-stop lint venv sample-alert
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+services:
+	deploy/services.sh start
+
+services-stop:
+	deploy/services.sh stop
+
+test: venv services
+	$(BIN)/pytest
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+run: venv services
+	deploy/run-local.sh
+
+sample-alert: venv
+	$(BIN)/python deploy/devkit.py send $(ARGS)

@@ -1,0 +1,128 @@
+"""Local development kit: make test keys and a sample config, and POST signed sample alerts.
+
+    python deploy/devkit.py init [DIR]        keys + config.toml in DIR (default .run), once
+    python deploy/devkit.py send [--route success] [--status success] [--sub-status ...]
+                                 [--payment-id ID] [--url http://127.0.0.1:8080]
+The keys are for local use only: the "gateway" private key stands in for HighHelp's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from shared.signature import load_signing_key, signing_message
+
+PROJECT_ID = "57aff4db-b45d-42bf-bc5f-b7a499a01782"
+ROUTES = {"callback": "/callbacks/highhelp", "success": "/callbacks/highhelp/success",
+          "decline": "/callbacks/highhelp/decline"}
+
+CONFIG = f"""# Local development config, made by deploy/devkit.py. Keys here are test keys.
+[amqp]
+url = "amqp://guest:guest@127.0.0.1:5672/"
+[mongo]
+url = "mongodb://127.0.0.1:27017"
+database = "hh_callbacks"
+[ingest]
+host = "127.0.0.1"
+port = 8080
+[worker]
+host = "127.0.0.1"
+port = 8081
+[log]
+format = "console"
+
+[[projects]]
+project_id = "{PROJECT_ID}"
+callback_public_keys = ["gateway_callback_public.pem"]
+callback_hmac_keys = ["gateway_callback_hmac.txt"]
+api_base_url = "http://127.0.0.1:8090"
+merchant_private_key = "merchant_private.pem"
+"""
+
+
+def _private_pem() -> bytes:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def init(folder: Path) -> None:
+    if (folder / "config.toml").exists():
+        print(f"{folder}/config.toml exists; keeping it")
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    gateway = _private_pem()
+    public = load_signing_key(gateway, "rsa").rsa_private.public_key()  # type: ignore[union-attr]
+    files = {
+        "gateway_callback_private.pem": gateway,
+        "gateway_callback_public.pem": public.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
+        "gateway_callback_hmac.txt": secrets.token_hex(24).encode() + b"\n",
+        "merchant_private.pem": _private_pem(),
+        "config.toml": CONFIG.encode(),
+    }
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+        (folder / name).chmod(0o600)
+    print(f"wrote test keys and {folder}/config.toml")
+
+
+def send(args: argparse.Namespace) -> int:
+    key = load_signing_key((Path(args.dir) / "gateway_callback_private.pem").read_bytes(), "rsa")
+    body = json.dumps({
+        "project_id": PROJECT_ID,
+        "general": {"project_id": PROJECT_ID, "payment_id": args.payment_id,
+                    "request_id": str(uuid.uuid4())},
+        "status": {"status": args.status, "sub_status": args.sub_status,
+                   "status_description": None},
+        "payment": {"method": "card-p2p", "amount": 150000, "currency": "RUB"},
+    }, separators=(",", ":")).encode()
+    timestamp = str(int(time.time()))
+    request = urllib.request.Request(  # noqa: S310 - a local URL given by the developer
+        args.url.rstrip("/") + ROUTES[args.route], data=body, method="POST", headers={
+            "Content-Type": "application/json", "x-access-timestamp": timestamp,
+            "x-access-signature": key.sign(signing_message(json.loads(body), timestamp))})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            print(response.status, response.read().decode())
+            return 0
+    except urllib.error.HTTPError as exc:
+        print(exc.code, exc.read().decode())
+        return 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_init = sub.add_parser("init")
+    p_init.add_argument("dir", nargs="?", default=".run")
+    p_send = sub.add_parser("send")
+    p_send.add_argument("--dir", default=".run")
+    p_send.add_argument("--url", default="http://127.0.0.1:8080")
+    p_send.add_argument("--route", choices=sorted(ROUTES), default="callback")
+    p_send.add_argument("--status", default="processing")
+    p_send.add_argument("--sub-status", default="new")
+    p_send.add_argument("--payment-id", default=f"demo-{uuid.uuid4().hex[:8]}")
+    args = parser.parse_args()
+    if args.command == "init":
+        init(Path(args.dir))
+        return 0
+    if args.sub_status in ("", "null", "None"):
+        args.sub_status = None
+    return send(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
