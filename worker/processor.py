@@ -140,6 +140,8 @@ class Processor:
                 if not latest["published"]:
                     await self._publish(self.store.c.transitions, latest)
                 await self.store.refresh_view(obs.order_id)
+                if latest["idempotency_key"] == obs.idempotency_key:
+                    verdict = Verdict.APPLY  # the step is this very alert's, from a crashed try
             bound.info(
                 "alert_processed" if obs.source == "callback" else "poll_processed",
                 outcome=verdict.value, status=obs.status, sub_status=obs.sub_status,

@@ -1,0 +1,90 @@
+"""Every worker step is safe to repeat: a crash between two writes, then redelivery."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from shared.broker import PublishFailed
+from shared.mongo import Collections
+from shared.topology import ORDERS_EXCHANGE
+from tests.conftest import EventTap, wait_until
+from tests.integration.test_pipeline import post
+from tests.keys import PROJECT_ID, alert_body
+from worker.app import Worker
+
+pytestmark = pytest.mark.services
+
+
+class SimulatedCrash(Exception):
+    pass
+
+
+def fail_once(
+    target: Callable[..., Awaitable[Any]], when: Callable[..., bool], error: Exception
+) -> Callable[..., Awaitable[Any]]:
+    state = {"failed": False}
+
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not state["failed"] and when(*args, **kwargs):
+            state["failed"] = True
+            raise error
+        return await target(*args, **kwargs)
+
+    return wrapper
+
+
+@pytest.mark.parametrize("crash_at", ["event publish", "published mark"])
+async def test_crash_between_transition_insert_and_ack_has_one_effect(
+    ingest: TestClient[Any, Any], worker: Worker, events: EventTap, db: Collections,
+    crash_at: str,
+) -> None:
+    if crash_at == "event publish":  # after the transition insert, before the event is out
+        worker.broker.publish = fail_once(  # type: ignore[method-assign]
+            worker.broker.publish, lambda exchange, *a, **k: exchange == ORDERS_EXCHANGE,
+            PublishFailed("simulated crash"))
+    else:  # the event is out, the crash comes before it is marked published
+        worker.store.mark_published = fail_once(  # type: ignore[method-assign]
+            worker.store.mark_published, lambda *a, **k: True, SimulatedCrash())
+
+    assert await post(ingest, alert_body("pay-crash", "success", None), "success") == 200
+
+    async def settled() -> dict[str, Any] | None:
+        doc = await db.callbacks.find_one({"payment_id": "pay-crash"})
+        return doc if doc and doc["outcome"] else None
+    inbox = await wait_until(settled, 30, "the redelivered alert to settle")
+    assert inbox["outcome"] == "applied"
+
+    order_id = f"{PROJECT_ID}:pay-crash"
+    transitions = await db.transitions.find({"order_id": order_id}).to_list()
+    assert len(transitions) == 1 and transitions[0]["published"] is True
+    published = await events.drain()
+    # Re-publishing after a crash is allowed, but only ever the same event.
+    assert {e["event_id"] for e in published} == {transitions[0]["event"]["event_id"]}
+    assert len(published) == (1 if crash_at == "event publish" else 2)
+    view = await db.orders.find_one({"_id": order_id})
+    assert view is not None and view["status"] == "success"
+    failures = worker.metrics.failures.labels("transient")._value.get()
+    assert failures == 1  # the first try failed and went through the retry queue
+
+
+async def test_relay_publishes_what_a_crashed_worker_left(
+    worker: Worker, events: EventTap, db: Collections,
+) -> None:
+    """A transition whose writer died before publishing is published by the outbox relay."""
+    from worker.records import Observation, transition_record
+
+    obs = Observation(PROJECT_ID, "pay-orphan", "r", "decline", None, None, 1, "callback", "c",
+                      f"{PROJECT_ID}:pay-orphan:decline:None")
+    record = transition_record(obs, None, 0.0)  # recorded long ago, never published
+    await db.transitions.insert_one(record)
+    [event] = await events.wait(1)
+    assert event["event_id"] == record["event"]["event_id"]
+
+    async def marked() -> bool:
+        doc = await db.transitions.find_one({"_id": record["_id"]})
+        return bool(doc and doc["published"])
+    await wait_until(marked, 10, "the relayed event to be marked")
