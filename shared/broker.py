@@ -94,10 +94,10 @@ class Broker:
             headers=dict(headers or {}),
         )
         try:
+            target = (self.declared.exchanges[exchange] if exchange
+                      else self.channel.default_exchange)  # type: ignore[union-attr]
             async with asyncio.timeout(self._publish_timeout_s):
-                await self.declared.exchanges[exchange].publish(
-                    message, routing_key, mandatory=True
-                )
+                await target.publish(message, routing_key, mandatory=True)
         except TimeoutError:
             raise PublishFailed("publish not confirmed in time") from None
         except aio_pika.exceptions.PublishError:

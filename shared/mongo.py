@@ -21,6 +21,8 @@ class Collections:
     anomalies: AsyncCollection[Document]  # conflicting finals: recorded and published, not applied
     registrations: AsyncCollection[Document]  # what the merchant backend told us of an order
     orders: AsyncCollection[Document]  # the current-state view, rebuilt from the above
+    polls: AsyncCollection[Document]  # one per /info attempt, claimed by inserting it
+    poll_schedule: AsyncCollection[Document]  # per order, written by the current poll's owner
 
     @classmethod
     def of(cls, db: AsyncDatabase[Document]) -> Collections:
@@ -30,6 +32,8 @@ class Collections:
             anomalies=db["anomalies"],
             registrations=db["registrations"],
             orders=db["orders"],
+            polls=db["polls"],
+            poll_schedule=db["poll_schedule"],
         )
 
 
@@ -47,3 +51,5 @@ async def ensure_indexes(c: Collections) -> None:
     await c.transitions.create_index([("order_id", ASCENDING), ("seq", DESCENDING)])
     await c.transitions.create_index([("published", ASCENDING)])
     await c.anomalies.create_index([("published", ASCENDING)])
+    await c.polls.create_index([("published", ASCENDING)])
+    await c.orders.create_index([("next_poll_at", ASCENDING)])

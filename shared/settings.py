@@ -64,8 +64,14 @@ class WorkerSettings:
 
 @dataclass(frozen=True)
 class PollerSettings:
-    stale_after_s: int = 600
-    give_up_after_s: int = 259200
+    stale_after_s: float = 600
+    give_up_after_s: float = 259200
+    # After a poll that changed nothing, the next one waits the next rung of the ladder.
+    ladder_s: tuple[float, ...] = (60, 300, 900, 3600, 21600, 86400)
+    interval_s: float = 5.0  # how often a replica looks for due orders
+    lease_s: float = 120.0  # a claimed poll not finished by then is taken as abandoned
+    batch: int = 200
+    enabled: bool = True
 
 
 @dataclass(frozen=True)
@@ -186,7 +192,7 @@ def parse_settings(
             mongo=_section(MongoSettings, sections["mongo"]),
             ingest=_section(IngestSettings, sections["ingest"]),
             worker=_section(WorkerSettings, _tuples(sections["worker"])),
-            poller=_section(PollerSettings, sections["poller"]),
+            poller=_section(PollerSettings, _tuples(sections["poller"])),
             projects=projects,
             log_format=str(sections["log"].get("format", "json")),
             log_level=str(sections["log"].get("level", "info")),

@@ -6,16 +6,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+import aiohttp
 import structlog
 from aiohttp import web
 from pymongo import AsyncMongoClient
 
 from shared import mongo
 from shared.broker import Broker
+from shared.gateway import GatewayClient
 from shared.metrics import metrics_handler
 from shared.settings import Settings
 from shared.topology import PROCESS_QUEUE, REGISTER_QUEUE, contract_topology
 from worker.consumer import Consumer
+from worker.poller import Poller
 from worker.processor import Processor, WorkerMetrics
 from worker.store import OrderStore
 
@@ -33,13 +36,15 @@ class Worker:
         )
         self.mongo_client: AsyncMongoClient[mongo.Document] = mongo.client(settings.mongo)
         collections = mongo.Collections.of(self.mongo_client[settings.mongo.database])
-        self.store = OrderStore(collections, settings.projects)
+        self.store = OrderStore(collections, settings.projects, settings.poller)
         self.processor = Processor(self.store, self.broker, self.metrics)
         self.consumer = Consumer(self.broker, self.processor, settings.worker)
         self._tasks: list[asyncio.Task[None]] = []
         self._consumer_tags: list[tuple[object, str]] = []
         self._runner: web.AppRunner | None = None
         self.draining = False
+        self.poller: Poller | None = None
+        self._http_session: aiohttp.ClientSession | None = None
 
     async def start(self, *, http: bool = True) -> None:
         if http:
@@ -59,6 +64,15 @@ class Worker:
             tag = await queue.consume(callback)
             self._consumer_tags.append((queue, tag))
         self._tasks.append(asyncio.create_task(self._relay_loop()))
+        if self.settings.poller.enabled:
+            self._http_session = aiohttp.ClientSession()
+            clients = {
+                project_id: GatewayClient(project, self._http_session)
+                for project_id, project in self.settings.projects.items()
+                if project.request_key is not None
+            }
+            self.poller = Poller(self.processor, clients, self.settings.poller)
+            self._tasks.append(asyncio.create_task(self.poller.run_forever()))
         log.info("worker_started", prefetch=self.settings.amqp.prefetch)
 
     async def _wait_for_mongo(self) -> None:
@@ -93,6 +107,8 @@ class Worker:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._http_session is not None:
+            await self._http_session.close()
         await self.broker.close()
         await self.mongo_client.close()
         if self._runner is not None:

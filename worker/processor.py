@@ -78,6 +78,10 @@ class WorkerMetrics:
         self.failures = Counter(
             "hh_worker_failures", "Messages that failed, by kind", ["kind"], registry=self.registry
         )
+        self.polls = Counter(
+            "hh_worker_polls", "Polls of stale orders, by outcome", ["outcome"],
+            registry=self.registry,
+        )
         self.seconds = Histogram(
             "hh_worker_alert_seconds", "Time to process one alert", registry=self.registry
         )
@@ -88,7 +92,7 @@ class Processor:
         self.store = store
         self.broker = broker
         self.metrics = metrics
-        self._locks = KeyedLock()
+        self.locks = KeyedLock()  # alerts and polls of one order, one at a time per process
 
     async def handle_alert(self, envelope: AlertEnvelope) -> str:
         """Process one verified alert. Raises InvalidAlert if it cannot be read (for good)."""
@@ -100,7 +104,7 @@ class Processor:
             request_id=alert.request_id, idempotency_key=alert.idempotency_key,
             route=envelope.route, correlation_id=envelope.correlation_id, key_id=envelope.key_id,
         )
-        async with self._locks(obs.order_id):
+        async with self.locks(obs.order_id):
             existing = await self.store.record_alert(inbox_record(alert, envelope, time.time()))
             if existing is not None and existing.get("outcome"):
                 bound.info("alert_processed", outcome=ALREADY_DONE)
@@ -124,7 +128,7 @@ class Processor:
                 record = transition_record(obs, latest, time.time())
                 if not await self.store.append_transition(record):
                     continue  # another replica took this step first: read again, decide again
-                await self._publish(self.store.c.transitions, record)
+                await self.publish_record(self.store.c.transitions, record)
                 await self.store.refresh_view(obs.order_id)
             elif verdict is Verdict.ANOMALY:
                 assert latest is not None
@@ -134,11 +138,11 @@ class Processor:
                     current_status=latest["to"]["status"], source=obs.source,
                 )
                 if not record["published"]:
-                    await self._publish(self.store.c.anomalies, record)
+                    await self.publish_record(self.store.c.anomalies, record)
             elif verdict is Verdict.DUPLICATE and latest is not None:
                 # Maybe our own earlier attempt crashed after its insert: finish its work.
                 if not latest["published"]:
-                    await self._publish(self.store.c.transitions, latest)
+                    await self.publish_record(self.store.c.transitions, latest)
                 await self.store.refresh_view(obs.order_id)
                 if latest["idempotency_key"] == obs.idempotency_key:
                     verdict = Verdict.APPLY  # the step is this very alert's, from a crashed try
@@ -150,7 +154,7 @@ class Processor:
             return verdict
         raise StepRaceLost(obs.order_id)
 
-    async def _publish(self, collection: AsyncCollection[Document], record: Document) -> None:
+    async def publish_record(self, collection: AsyncCollection[Document], record: Document) -> None:
         """Publish the record's event with confirm, then mark it published. Repeating this
         after a crash re-publishes the same event_id, which consumers dedupe."""
         event = record["event"]
@@ -171,9 +175,9 @@ class Processor:
         """Publish events whose writer crashed before publishing them; returns how many."""
         older_than: datetime = utc(time.time() - grace_s)
         count = 0
-        for collection in (self.store.c.transitions, self.store.c.anomalies):
+        for collection in (self.store.c.transitions, self.store.c.anomalies, self.store.c.polls):
             for record in await self.store.unpublished(collection, older_than, limit):
-                await self._publish(collection, record)
+                await self.publish_record(collection, record)
                 count += 1
         return count
 

@@ -9,7 +9,9 @@ from typing import Any, Literal
 
 from shared.alert import Alert, is_final, order_id
 from shared.envelope import AlertEnvelope
+from shared.settings import PollerSettings
 from shared.topology import event_routing_key
+from worker.schedule import next_poll_at
 from worker.statemachine import StatusAt
 
 Document = dict[str, Any]
@@ -40,6 +42,16 @@ class Observation:
     source: Source
     correlation_id: str
     idempotency_key: str
+
+    @classmethod
+    def from_poll(cls, alert: Alert, now: float, correlation_id: str) -> Observation:
+        """A /info answer: the gateway's current status, as of the time we asked."""
+        return cls(
+            project_id=alert.project_id, payment_id=alert.payment_id, request_id=alert.request_id,
+            status=alert.status, sub_status=alert.sub_status,
+            status_description=alert.status_description, gateway_time=int(now), source="poll",
+            correlation_id=correlation_id, idempotency_key=alert.idempotency_key,
+        )
 
     @classmethod
     def from_alert(cls, alert: Alert, envelope: AlertEnvelope) -> Observation:
@@ -157,9 +169,12 @@ def order_view(
     key: str,
     latest: Document | None,
     registration: Document | None,
+    schedule: Document | None,
     defaults: tuple[str, str],
+    poller: PollerSettings,
 ) -> Document:
-    """The orders view, derived wholly from the latest transition and the registration."""
+    """The orders view, derived wholly from its sources: the latest transition, the
+    registration, and the poller's schedule."""
     reg = registration or {}
     project_id, _, payment_id = key.partition(":")
     view: Document = {
@@ -189,4 +204,21 @@ def order_view(
             final=is_final(to["status"]), seq=latest["seq"],
             gateway_time=utc(latest["gateway_time"]), updated_at=latest["recorded_at"],
         )
+    view["needs_review"] = bool(schedule and schedule["gave_up"] and not view["final"])
+    view["next_poll_at"] = next_poll_at(
+        view["final"], view["seq"], view["updated_at"], schedule, poller)
+    view["polls"] = schedule["attempt"] if schedule else 0
     return view
+
+
+def stale_record(poll_id: str, view: Document, now: float) -> dict[str, Any]:
+    """`order.stale`: the order never settled; published once, from the poll that gave up."""
+    obs = Observation(
+        view["project_id"], view["payment_id"], view["request_id"], view["status"] or "unknown",
+        view["sub_status"], view["status_description"],
+        int(view["gateway_time"].timestamp()) if view["gateway_time"] else int(now),
+        "poll", poll_id, "")
+    event = _event(str(uuid.uuid5(EVENT_NAMESPACE, f"stale:{poll_id}")), "stale", obs, None, now)
+    event["needs_review"] = True
+    return {"event": event, "routing_key": "order.stale", "published": False,
+            "recorded_at": utc(now)}

@@ -8,6 +8,7 @@ import pytest
 
 from shared.alert import parse_alert
 from shared.envelope import AlertEnvelope, InvalidEnvelope
+from shared.settings import PollerSettings
 from tests.keys import PROJECT_ID
 from worker.records import Observation, anomaly_record, order_view, transition_record
 
@@ -41,12 +42,12 @@ def test_anomaly_and_routing_key_of_odd_status() -> None:
 
 def test_view_from_sources() -> None:
     key = f"{PROJECT_ID}:p-1"
-    empty = order_view(key, None, None, ("p2p", "payin"))
+    empty = order_view(key, None, None, None, ("p2p", "payin"), PollerSettings())
     assert empty["status"] is None and empty["product"] == "p2p" and not empty["registered"]
     latest = transition_record(obs("success", "ok"), None, 3.0)
     reg = {"project_id": PROJECT_ID, "payment_id": "p-1", "product": "ecom", "flow": "payout",
            "amount": 100, "currency": "EUR"}
-    view = order_view(key, latest, reg, ("p2p", "payin"))
+    view = order_view(key, latest, reg, None, ("p2p", "payin"), PollerSettings())
     assert (view["status"], view["final"], view["product"], view["amount"]) == (
         "success", True, "ecom", 100)
 

@@ -1,0 +1,60 @@
+"""Poll timing (design.md, "Stale orders"): when an order is due, and what follows a poll. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared.settings import PollerSettings
+
+Document = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One due poll of an order: the attempt to claim and the order state it is meant for."""
+
+    attempt: int
+    for_seq: int  # the order's seq when it was found due
+    ladder_step: int  # polls already made since that seq
+
+
+def next_poll_at(final: bool, seq: int, changed_at: datetime | None,
+                 schedule: Document | None, settings: PollerSettings) -> datetime | None:
+    """When the order is next due: never once final or given up; after a change, once stale;
+    after a poll that changed nothing, when the ladder says."""
+    if final or changed_at is None or (schedule is not None and schedule["gave_up"]):
+        return None
+    if schedule is not None and schedule["last_seq"] == seq:
+        due: datetime = schedule["next_due_at"]
+        return due
+    return changed_at + timedelta(seconds=settings.stale_after_s)
+
+
+def due_slot(order: Document, schedule: Document | None, now: datetime) -> Slot | None:
+    due = order.get("next_poll_at")
+    if due is None or due > now:
+        return None
+    seq = int(order["seq"])
+    attempt = int(schedule["attempt"]) + 1 if schedule else 1
+    step = int(schedule["ladder_step"]) if schedule and schedule["last_seq"] == seq else 0
+    return Slot(attempt, seq, step)
+
+
+def after_poll(slot: Slot, seq_now: int, changed_at: datetime, now: datetime,
+               settings: PollerSettings) -> Document:
+    """The schedule after the poll of `slot`: the next rung, or giving up."""
+    moved = seq_now != slot.for_seq  # the poll changed the order: its clock starts again
+    step = 0 if moved else slot.ladder_step + 1
+    ladder = settings.ladder_s
+    next_due = changed_at + timedelta(seconds=settings.stale_after_s) if moved else (
+        now + timedelta(seconds=ladder[min(step, len(ladder)) - 1]))
+    return {
+        "attempt": slot.attempt,
+        "last_seq": seq_now,
+        "ladder_step": step,
+        "next_due_at": next_due,
+        "gave_up": not moved and now - changed_at >= timedelta(seconds=settings.give_up_after_s),
+        "updated_at": now,
+    }
