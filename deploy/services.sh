@@ -68,7 +68,9 @@ start_ferretdb() {
   install_ferretdb
   mkdir -p "$STATE/ferretdb"
   log "starting ferretdb on 127.0.0.1:$MONGO_PORT (data in $STATE/ferretdb)"
-  nohup "$FERRETDB_BIN" --handler=sqlite --sqlite-url="file:$STATE/ferretdb/" \
+  # WAL with synchronous=NORMAL: survives a crash of any process (what our tests do to it);
+  # only an OS crash could lose the last commits. A local stand-in; production runs MongoDB.
+  nohup "$FERRETDB_BIN" --handler=sqlite --sqlite-url="file:$STATE/ferretdb/?_pragma=synchronous(normal)" \
     --listen-addr="127.0.0.1:$MONGO_PORT" --telemetry=disable --log-level=warn \
     --debug-addr=- --state-dir="$STATE/ferretdb" \
     >"$STATE/ferretdb.log" 2>&1 </dev/null &

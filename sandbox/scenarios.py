@@ -16,6 +16,8 @@ SCENARIOS: dict[str, tuple[Step, ...]] = {
     "dispute": (("processing", "new"), ("processing", "paid"),
                 ("dispute", "different_amount"), ("decline", None)),
     "error": (("processing", "new"), ("error", None), ("decline", None)),
+    # Never settles: for give-up tests and demos; not in the default mix.
+    "stuck": (("processing", "new"), ("processing", "requisites")),
 }
 DEFAULT_MIX = {"success": 55, "decline": 20, "3ds": 10, "dispute": 10, "error": 5}
 

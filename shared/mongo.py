@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
+from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -19,6 +19,7 @@ class Collections:
     callbacks: AsyncCollection[Document]  # the inbox, by idempotency key
     transitions: AsyncCollection[Document]  # the order log and outbox, by order and seq
     anomalies: AsyncCollection[Document]  # conflicting finals: recorded and published, not applied
+    published: AsyncCollection[Document]  # event_ids that went out (markers, insert-only)
     registrations: AsyncCollection[Document]  # what the merchant backend told us of an order
     orders: AsyncCollection[Document]  # the current-state view, rebuilt from the above
     polls: AsyncCollection[Document]  # one per /info attempt, claimed by inserting it
@@ -30,6 +31,7 @@ class Collections:
             callbacks=db["callbacks"],
             transitions=db["transitions"],
             anomalies=db["anomalies"],
+            published=db["published"],
             registrations=db["registrations"],
             orders=db["orders"],
             polls=db["polls"],
@@ -48,8 +50,8 @@ def client(settings: MongoSettings) -> AsyncMongoClient[Document]:
 
 
 async def ensure_indexes(c: Collections) -> None:
-    await c.transitions.create_index([("order_id", ASCENDING), ("seq", DESCENDING)])
-    await c.transitions.create_index([("published", ASCENDING)])
-    await c.anomalies.create_index([("published", ASCENDING)])
-    await c.polls.create_index([("published", ASCENDING)])
+    # Hot-path reads are all by _id. These serve the outbox relay's time window (MongoDB
+    # uses them; the local server scans) and the poller's due query.
+    for outbox in (c.transitions, c.anomalies, c.polls):
+        await outbox.create_index([("recorded_at", ASCENDING)])
     await c.orders.create_index([("next_poll_at", ASCENDING)])

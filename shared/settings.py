@@ -54,8 +54,12 @@ class IngestSettings:
 class WorkerSettings:
     host: str = "0.0.0.0"  # noqa: S104
     port: int = 8081  # /healthz, /readyz, /metrics
-    relay_interval_s: float = 5.0
+    relay_interval_s: float = 30.0  # how often unpublished events are looked for
     relay_grace_s: float = 10.0  # an event younger than this is left to the worker that wrote it
+    relay_window_s: float = 3600.0  # how far back the relay looks (redelivery covers the rest)
+    # A failure is first retried in place after these short pauses (every step is idempotent),
+    # which absorbs brief lock conflicts; only then does the message wait in a retry queue.
+    quick_retries_s: tuple[float, ...] = (0.05, 0.2, 1.0)
     # A failure that may pass is retried after these delays in turn (the last one repeats)
     # until max_attempts; then the message goes to the dead letters.
     retry_delays_s: tuple[int, ...] = (1, 5, 30, 120, 600)

@@ -30,6 +30,7 @@ from shared.topology import (
     retry_queue,
 )
 from tests.keys import PROJECT_ID, key_pem
+from tests.sandbox_fixtures import http, start_sandbox  # noqa: F401 - fixtures for all tests
 from worker.app import Worker
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -62,7 +63,10 @@ def old_rsa_pem() -> bytes:
     )
 
 
-def write_config(tmp: Path, old_rsa_pem: bytes, **sections: dict[str, Any]) -> dict[str, Any]:
+def write_config(
+    tmp: Path, old_rsa_pem: bytes, project: dict[str, Any] | None = None,
+    **sections: dict[str, Any],
+) -> dict[str, Any]:
     from shared.signature import load_signing_key
 
     old_public = load_signing_key(old_rsa_pem, "rsa").rsa_private.public_key()  # type: ignore[union-attr]
@@ -71,16 +75,19 @@ def write_config(tmp: Path, old_rsa_pem: bytes, **sections: dict[str, Any]) -> d
     (tmp / "gateway_public.pem").write_bytes(key_pem("gateway_callback_public_key_pkcs1"))
     (tmp / "callback_hmac.txt").write_bytes(key_pem("callback_hmac_key") + b"\n")
     (tmp / "merchant_private.pem").write_bytes(key_pem("merchant_request_private_key_pkcs8"))
+    (tmp / "request_hmac.txt").write_bytes(key_pem("request_hmac_key"))
     raw: dict[str, Any] = {
-        "amqp": {"url": AMQP_URL, "publish_timeout_s": 5.0},
+        # The local MongoDB-compatible server slows down with many concurrent writers.
+        "amqp": {"url": AMQP_URL, "publish_timeout_s": 5.0, "prefetch": 4},
         "mongo": {"url": MONGO_URL, "database": f"hh_test_{uuid.uuid4().hex[:10]}"},
         "ingest": {"host": "127.0.0.1", "port": 0},
-        "worker": {"host": "127.0.0.1", "port": 0, "relay_interval_s": 0.5, "relay_grace_s": 2.0},
+        "worker": {"host": "127.0.0.1", "port": 0, "relay_interval_s": 1.0, "relay_grace_s": 2.0},
         "projects": [{
             "project_id": PROJECT_ID,
             "callback_public_keys": ["old_public.pem", "gateway_public.pem"],
             "callback_hmac_keys": ["callback_hmac.txt"],
             "merchant_private_key": "merchant_private.pem",
+            **(project or {}),
         }],
     }
     for name, values in sections.items():
@@ -109,8 +116,9 @@ def toml_text(raw: dict[str, Any]) -> str:
 def make_settings(
     tmp_path: Path, old_rsa_pem: bytes
 ) -> Callable[..., Settings]:
-    def make(**sections: dict[str, Any]) -> Settings:
-        return parse_settings(write_config(tmp_path, old_rsa_pem, **sections), tmp_path, env={})
+    def make(project: dict[str, Any] | None = None, **sections: dict[str, Any]) -> Settings:
+        raw = write_config(tmp_path, old_rsa_pem, project, **sections)
+        return parse_settings(raw, tmp_path, env={})
 
     return make
 
@@ -176,7 +184,8 @@ async def events(amqp: aio_pika.abc.AbstractChannel) -> EventTap:
 
 
 async def wait_until(
-    probe: Callable[[], Awaitable[Any]], timeout: float = 20, what: str = "condition"
+    probe: Callable[[], Awaitable[Any]], timeout: float = 20, what: str = "condition",
+    every: float = 0.05,
 ) -> Any:
     """Await a condition on real services: probe until it returns a truthy value."""
     deadline = time.monotonic() + timeout
@@ -186,7 +195,7 @@ async def wait_until(
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(every)
 
 
 @pytest.fixture

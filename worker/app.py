@@ -90,7 +90,8 @@ class Worker:
         while True:
             await asyncio.sleep(self.settings.worker.relay_interval_s)
             try:
-                sent = await self.processor.relay_once(self.settings.worker.relay_grace_s)
+                sent = await self.processor.relay_once(
+                    self.settings.worker.relay_grace_s, self.settings.worker.relay_window_s)
                 if sent:
                     log.info("outbox_relayed", events=sent)
             except Exception as exc:  # noqa: BLE001 - the next round tries again

@@ -79,7 +79,7 @@ class Consumer:
         attempt = _attempts_so_far(message) + 1
         try:
             try:
-                await work(message.body)
+                await self._with_quick_retries(work, message.body)
             except PermanentFailure as exc:
                 self.processor.metrics.failures.labels("permanent").inc()
                 await self._dead_letter(message, str(exc), attempt)
@@ -98,6 +98,21 @@ class Consumer:
             await _settle(message.ack())
         finally:
             self.in_flight.discard(task)
+
+    async def _with_quick_retries(
+        self, work: Callable[[bytes], Awaitable[None]], body: bytes
+    ) -> None:
+        for pause in self.settings.quick_retries_s:
+            try:
+                await work(body)
+                return
+            except PermanentFailure:
+                raise
+            except Exception as exc:  # noqa: BLE001 - may pass: try again shortly
+                self.processor.metrics.failures.labels("transient").inc()
+                log.info("message_retrying", error=type(exc).__name__, pause_s=pause)
+                await asyncio.sleep(pause)
+        await work(body)
 
     async def _forward(
         self, message: AbstractIncomingMessage, exchange: str, routing_key: str,

@@ -75,7 +75,7 @@ class Poller:
         await self.store.refresh_view(order_id)
         if schedule["gave_up"]:
             bound.error("order_gave_up", status=view["status"], polls=slot.attempt)
-            await self.processor.publish_record(self.store.c.polls, {"_id": poll_id, **fields})
+            await self.processor.publish_record({"_id": poll_id, **fields})
         self.processor.metrics.polls.labels(outcome).inc()
         bound.info("poll_finished", outcome=outcome,
                    next_due_at=schedule["next_due_at"].isoformat())

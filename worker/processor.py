@@ -13,11 +13,9 @@ import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from pymongo.asynchronous.collection import AsyncCollection
 
 from shared.alert import decode_body, parse_alert
 from shared.broker import Broker, Unroutable
@@ -105,13 +103,14 @@ class Processor:
             route=envelope.route, correlation_id=envelope.correlation_id, key_id=envelope.key_id,
         )
         async with self.locks(obs.order_id):
-            existing = await self.store.record_alert(inbox_record(alert, envelope, time.time()))
-            if existing is not None and existing.get("outcome"):
+            if await self.store.processed_alert(alert.idempotency_key) is not None:
                 bound.info("alert_processed", outcome=ALREADY_DONE)
                 self.metrics.alerts.labels(ALREADY_DONE).inc()
                 return ALREADY_DONE
             verdict = await self.apply(obs, bound)
-            await self.store.mark_alert(alert.idempotency_key, verdict.value, utc(time.time()))
+            # Recorded last: a crash before this redoes the alert, which finds its own step.
+            await self.store.record_alert(
+                inbox_record(alert, envelope, verdict.value, time.time()))
         self.metrics.alerts.labels(verdict.value).inc()
         return verdict.value
 
@@ -128,8 +127,8 @@ class Processor:
                 record = transition_record(obs, latest, time.time())
                 if not await self.store.append_transition(record):
                     continue  # another replica took this step first: read again, decide again
-                await self.publish_record(self.store.c.transitions, record)
-                await self.store.refresh_view(obs.order_id)
+                await self.publish_record(record)
+                await self.store.refresh_view(obs.order_id, record)
             elif verdict is Verdict.ANOMALY:
                 assert latest is not None
                 record = await self.store.record_anomaly(anomaly_record(obs, latest, time.time()))
@@ -137,13 +136,13 @@ class Processor:
                     "order_anomaly", status=obs.status, sub_status=obs.sub_status,
                     current_status=latest["to"]["status"], source=obs.source,
                 )
-                if not record["published"]:
-                    await self.publish_record(self.store.c.anomalies, record)
+                if not await self.store.is_published(record):
+                    await self.publish_record(record)
             elif verdict is Verdict.DUPLICATE and latest is not None:
                 # Maybe our own earlier attempt crashed after its insert: finish its work.
-                if not latest["published"]:
-                    await self.publish_record(self.store.c.transitions, latest)
-                await self.store.refresh_view(obs.order_id)
+                if not await self.store.is_published(latest):
+                    await self.publish_record(latest)
+                await self.store.refresh_view(obs.order_id, latest)
                 if latest["idempotency_key"] == obs.idempotency_key:
                     verdict = Verdict.APPLY  # the step is this very alert's, from a crashed try
             bound.info(
@@ -154,7 +153,7 @@ class Processor:
             return verdict
         raise StepRaceLost(obs.order_id)
 
-    async def publish_record(self, collection: AsyncCollection[Document], record: Document) -> None:
+    async def publish_record(self, record: Document) -> None:
         """Publish the record's event with confirm, then mark it published. Repeating this
         after a crash re-publishes the same event_id, which consumers dedupe."""
         event = record["event"]
@@ -169,15 +168,17 @@ class Processor:
             log.warning("event_unrouted", routing_key=record["routing_key"],
                         event_id=event["event_id"])
         self.metrics.events.labels(record["routing_key"]).inc()
-        await self.store.mark_published(collection, record["_id"])
+        await self.store.mark_published(record)
 
-    async def relay_once(self, grace_s: float, limit: int = 200) -> int:
-        """Publish events whose writer crashed before publishing them; returns how many."""
-        older_than: datetime = utc(time.time() - grace_s)
+    async def relay_once(self, grace_s: float, window_s: float, limit: int = 200) -> int:
+        """Publish events whose writer died before publishing them (recorded between
+        `window_s` and `grace_s` ago); returns how many."""
+        now = time.time()
+        window = (utc(now - window_s), utc(now - grace_s))
         count = 0
         for collection in (self.store.c.transitions, self.store.c.anomalies, self.store.c.polls):
-            for record in await self.store.unpublished(collection, older_than, limit):
-                await self.publish_record(collection, record)
+            for record in await self.store.unpublished(collection, window, limit):
+                await self.publish_record(record)
                 count += 1
         return count
 

@@ -79,7 +79,7 @@ def state_of(transition: Document | None) -> StatusAt | None:
     return StatusAt(to["status"], to["sub_status"], int(transition["gateway_time"]))
 
 
-def inbox_record(alert: Alert, envelope: AlertEnvelope, now: float) -> Document:
+def inbox_record(alert: Alert, envelope: AlertEnvelope, outcome: str, now: float) -> Document:
     return {
         "_id": alert.idempotency_key,
         "project_id": alert.project_id,
@@ -91,11 +91,11 @@ def inbox_record(alert: Alert, envelope: AlertEnvelope, now: float) -> Document:
         "timestamp": envelope.timestamp,
         "key_id": envelope.key_id,
         "received_at": utc(envelope.received_at),
-        "first_processed_at": utc(now),
+        "processed_at": utc(now),
         "correlation_id": envelope.correlation_id,
         # As a string: alert bodies may hold keys or nesting a document store refuses.
         "raw_body": envelope.body,
-        "outcome": None,
+        "outcome": outcome,
     }
 
 
@@ -145,7 +145,6 @@ def transition_record(obs: Observation, previous: Document | None, now: float) -
         "correlation_id": obs.correlation_id,
         "event": event,
         "routing_key": event_routing_key(obs.status),
-        "published": False,
     }
 
 
@@ -161,7 +160,6 @@ def anomaly_record(obs: Observation, current: Document, now: float) -> Document:
         "recorded_at": utc(now),
         "event": event,
         "routing_key": "order.anomaly",
-        "published": False,
     }
 
 
@@ -220,5 +218,4 @@ def stale_record(poll_id: str, view: Document, now: float) -> dict[str, Any]:
         "poll", poll_id, "")
     event = _event(str(uuid.uuid5(EVENT_NAMESPACE, f"stale:{poll_id}")), "stale", obs, None, now)
     event["needs_review"] = True
-    return {"event": event, "routing_key": "order.stale", "published": False,
-            "recorded_at": utc(now)}
+    return {"event": event, "routing_key": "order.stale", "recorded_at": utc(now)}

@@ -3,20 +3,44 @@ unique `_id`; updates touch documents that one kind of writer owns, with the sam
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from pymongo import DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
 from shared.mongo import Collections
 from shared.settings import PollerSettings, ProjectSettings
-from worker.records import Document, order_view
+from worker.records import Document, order_view, utc
 from worker.schedule import Slot
 
 VIEW_REFRESH_ROUNDS = 10
+HINT_CACHE_SIZE = 20_000
+
+T = TypeVar("T")
+
+
+class Lru(Generic[T]):
+    """A small least-recently-used map."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[str, T] = OrderedDict()
+
+    def get(self, key: str) -> T | None:
+        item = self._items.get(key)
+        if item is not None:
+            self._items.move_to_end(key)
+        return item
+
+    def put(self, key: str, item: T) -> None:
+        self._items[key] = item
+        self._items.move_to_end(key)
+        if len(self._items) > self._size:
+            self._items.popitem(last=False)
 
 
 class OrderStore:
@@ -27,6 +51,10 @@ class OrderStore:
         self.c = collections
         self._projects = projects
         self._poller = poller or PollerSettings()
+        # What this process last saw of an order (log head, registration): starting points
+        # that save reads, never taken as the whole truth.
+        self._seen: Lru[Document] = Lru(HINT_CACHE_SIZE)
+        self._registered: Lru[Document] = Lru(HINT_CACHE_SIZE)
 
     async def _insert_or_existing(
         self, collection: AsyncCollection[Document], doc: Document
@@ -39,74 +67,123 @@ class OrderStore:
             return await collection.find_one({"_id": doc["_id"]})
 
     # --- inbox ------------------------------------------------------------------------------
-    async def record_alert(self, doc: Document) -> Document | None:
-        return await self._insert_or_existing(self.c.callbacks, doc)
+    # Insert-only: on the local server an update costs a scan of the whole collection, and the
+    # inbox is the fastest-growing one. A record is written once its alert is processed.
+    async def processed_alert(self, key: str) -> Document | None:
+        return await self.c.callbacks.find_one({"_id": key})
 
-    async def mark_alert(self, key: str, outcome: str, at: datetime) -> None:
-        # Only processors of this very alert write here, and they write the same outcome.
-        await self.c.callbacks.update_one(
-            {"_id": key}, {"$set": {"outcome": outcome, "processed_at": at}}
-        )
+    async def record_alert(self, doc: Document) -> None:
+        await self._insert_or_existing(self.c.callbacks, doc)
 
     # --- transition log (also the outbox) ---------------------------------------------------
     async def latest_transition(self, order_id: str) -> Document | None:
-        return await self.c.transitions.find_one({"order_id": order_id}, sort=[("seq", DESCENDING)])
+        """The order's newest log entry, found by `_id` only. The starting point is a hint that
+        is never ahead of the log (what this process last saw, else the view's seq); the next
+        ids are then probed until one is missing, so the hint is never trusted blindly. (The
+        local MongoDB-compatible server indexes nothing but `_id` equality: a sorted query would
+        read the whole log for every alert.)"""
+        latest = self._seen.get(order_id)
+        if latest is None:
+            view = await self.c.orders.find_one({"_id": order_id}, projection={"seq": 1})
+            seq = int(view.get("seq") or 0) if view else 0
+            if seq:
+                latest = await self.c.transitions.find_one({"_id": f"{order_id}:{seq}"})
+        return await self._newer(order_id, latest)
+
+    async def _newer(self, order_id: str, latest: Document | None) -> Document | None:
+        seq = latest["seq"] if latest else 0
+        while True:
+            following = await self.c.transitions.find_one({"_id": f"{order_id}:{seq + 1}"})
+            if following is None:
+                if latest is not None:
+                    self._seen.put(order_id, latest)
+                return latest
+            latest, seq = following, seq + 1
 
     async def append_transition(self, doc: Document) -> bool:
         """True if we took step `seq`; False if another worker took it first."""
         try:
             await self.c.transitions.insert_one(doc)
-            return True
         except DuplicateKeyError:
             return False
+        self._seen.put(doc["order_id"], doc)
+        return True
 
     async def record_anomaly(self, doc: Document) -> Document:
         return await self._insert_or_existing(self.c.anomalies, doc) or doc
 
-    async def mark_published(self, collection: AsyncCollection[Document], record_id: str) -> None:
-        await collection.update_one({"_id": record_id}, {"$set": {"published": True}})
+    async def mark_published(self, record: Document) -> None:
+        """Record that the record's event went out: an insert under its event_id (never an
+        update of the record itself, which would scan its collection on the local server)."""
+        await self._insert_or_existing(
+            self.c.published, {"_id": record["event"]["event_id"], "at": utc(time.time())})
+        record["published"] = True  # the caller's copy, which the hint cache may hold too
+
+    async def is_published(self, record: Document) -> bool:
+        if record.get("published"):
+            return True
+        return await self.c.published.find_one({"_id": record["event"]["event_id"]}) is not None
 
     async def unpublished(
-        self, collection: AsyncCollection[Document], older_than: datetime, limit: int
+        self, collection: AsyncCollection[Document], window: tuple[datetime, datetime],
+        limit: int,
     ) -> list[Document]:
-        cursor = collection.find({"published": False, "recorded_at": {"$lt": older_than}})
-        return [doc async for doc in cursor.sort("recorded_at", 1).limit(limit)]
+        """Records with an event, recorded within `window`, whose event never went out."""
+        since, until = window
+        cursor = collection.find({"event": {"$exists": True},
+                                  "recorded_at": {"$gte": since, "$lt": until}})
+        found = []
+        async for record in cursor.limit(limit * 10):
+            if not await self.is_published(record):
+                found.append(record)
+                if len(found) >= limit:
+                    break
+        return found
 
     # --- registrations and the orders view --------------------------------------------------
     async def register(self, doc: Document) -> bool:
         """True if new. A second registration of the same order changes nothing."""
         return await self._insert_or_existing(self.c.registrations, doc) is None
 
-    async def _sources(
-        self, order_id: str
-    ) -> tuple[Document | None, Document | None, Document | None]:
-        return (
-            await self.latest_transition(order_id),
-            await self.c.registrations.find_one({"_id": order_id}),
-            await self.c.poll_schedule.find_one({"_id": order_id}),
-        )
-
-    async def refresh_view(self, order_id: str) -> Document:
-        """Rewrite the view from its sources, then re-read them: if another writer added a
+    async def refresh_view(self, order_id: str, latest: Document | None = None) -> Document:
+        """Rewrite the view from its sources, then look again: if another writer added a
         transition, the registration or a poll meanwhile, write again. The sources only move
         forward, so the last writer's check sees what it wrote and the view converges without
-        conditional updates."""
+        conditional updates. `latest`, when the caller just read or wrote it, saves reads."""
         project = self._projects.get(order_id.partition(":")[0])
         defaults = (project.default_product, project.default_flow) if project else ("p2p", "payin")
-        sources = await self._sources(order_id)
+        if latest is None:
+            latest = await self.latest_transition(order_id)
+        registration = await self._registration(order_id)
+        schedule = await self.c.poll_schedule.find_one({"_id": order_id})
         view: dict[str, Any] = {}
         for _ in range(VIEW_REFRESH_ROUNDS):
-            latest, registration, schedule = sources
             view = order_view(order_id, latest, registration, schedule, defaults, self._poller)
             try:
                 await self.c.orders.replace_one({"_id": order_id}, view, upsert=True)
             except DuplicateKeyError:
                 pass  # two first upserts raced; the check below decides whether to write again
-            now_sources = await self._sources(order_id)
-            if _version(now_sources) == _version(sources):
+            newer = await self._newer(order_id, latest)
+            if registration is None:  # once there, a registration never changes
+                registration = await self._registration(order_id)
+                changed = registration is not None
+            else:
+                changed = False
+            now_schedule = await self.c.poll_schedule.find_one({"_id": order_id})
+            changed |= newer is not latest or _schedule_version(now_schedule) != (
+                _schedule_version(schedule))
+            if not changed:
                 break
-            sources = now_sources
+            latest, schedule = newer, now_schedule
         return view
+
+    async def _registration(self, order_id: str) -> Document | None:
+        known = self._registered.get(order_id)
+        if known is None:
+            known = await self.c.registrations.find_one({"_id": order_id})
+            if known is not None:  # never changes once written: remember it
+                self._registered.put(order_id, known)
+        return known
 
     # --- polls ------------------------------------------------------------------------------
     async def due_orders(self, now: datetime, limit: int) -> list[Document]:
@@ -157,11 +234,5 @@ class OrderStore:
             await self.c.poll_schedule.replace_one({"_id": order_id}, schedule)
 
 
-def _version(sources: tuple[Document | None, Document | None, Document | None]) -> tuple[Any, ...]:
-    latest, registration, schedule = sources
-    return (
-        (latest or {}).get("_id"),
-        registration is not None,
-        (schedule or {}).get("attempt"),
-        (schedule or {}).get("updated_at"),
-    )
+def _schedule_version(schedule: Document | None) -> tuple[Any, ...]:
+    return (schedule or {}).get("attempt"), (schedule or {}).get("updated_at")

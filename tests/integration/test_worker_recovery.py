@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -60,7 +61,9 @@ async def test_crash_between_transition_insert_and_ack_has_one_effect(
 
     order_id = f"{PROJECT_ID}:pay-crash"
     transitions = await db.transitions.find({"order_id": order_id}).to_list()
-    assert len(transitions) == 1 and transitions[0]["published"] is True
+    assert len(transitions) == 1
+    event_id = transitions[0]["event"]["event_id"]
+    assert await db.published.find_one({"_id": event_id}) is not None
     published = await events.drain()
     # Re-publishing after a crash is allowed, but only ever the same event.
     assert {e["event_id"] for e in published} == {transitions[0]["event"]["event_id"]}
@@ -68,7 +71,7 @@ async def test_crash_between_transition_insert_and_ack_has_one_effect(
     view = await db.orders.find_one({"_id": order_id})
     assert view is not None and view["status"] == "success"
     failures = worker.metrics.failures.labels("transient")._value.get()
-    assert failures == 1  # the first try failed and went through the retry queue
+    assert failures == 1  # the first try failed, the retry finished the work
 
 
 async def test_relay_publishes_what_a_crashed_worker_left(
@@ -79,12 +82,35 @@ async def test_relay_publishes_what_a_crashed_worker_left(
 
     obs = Observation(PROJECT_ID, "pay-orphan", "r", "decline", None, None, 1, "callback", "c",
                       f"{PROJECT_ID}:pay-orphan:decline:None")
-    record = transition_record(obs, None, 0.0)  # recorded long ago, never published
+    record = transition_record(obs, None, time.time() - 5)  # its writer died before publishing
     await db.transitions.insert_one(record)
     [event] = await events.wait(1)
     assert event["event_id"] == record["event"]["event_id"]
 
     async def marked() -> bool:
-        doc = await db.transitions.find_one({"_id": record["_id"]})
-        return bool(doc and doc["published"])
+        return await db.published.find_one({"_id": record["event"]["event_id"]}) is not None
     await wait_until(marked, 10, "the relayed event to be marked")
+
+
+async def test_failure_waits_in_the_retry_queue_then_succeeds(
+    make_settings: Callable[..., Any], ingest: TestClient[Any, Any], events: EventTap,
+    db: Collections,
+) -> None:
+    """With no in-place retries, a failed message goes to the 1 s retry queue, not a hot loop,
+    and comes back to the work queue by itself."""
+    settings = make_settings(worker={"quick_retries_s": []})
+    worker = Worker(settings)
+    await worker.start(http=False)
+    try:
+        worker.broker.publish = fail_once(  # type: ignore[method-assign]
+            worker.broker.publish, lambda exchange, *a, **k: exchange == ORDERS_EXCHANGE,
+            PublishFailed("simulated outage"))
+        failed_at = time.monotonic()
+        assert await post(ingest, alert_body("pay-later", "decline", None), "decline") == 200
+        [event] = await events.wait(1)
+        assert event["status"] == "decline"
+        assert time.monotonic() - failed_at >= 1.0  # it waited out the retry queue's TTL
+        assert worker.metrics.failures.labels("transient")._value.get() == 1
+    finally:
+        await worker.mongo_client.drop_database(settings.mongo.database)
+        await worker.stop()

@@ -1,0 +1,245 @@
+"""Reconciliation with the sandbox as HighHelp: signed API calls, the poller settling what alerts
+never told, retries, give-up, and a whole run with duplicates, reordering and drops."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from ingest.app import BROKER, create_app
+from sandbox.scenarios import Chaos
+from sandbox.traffic import generate
+from shared import mongo
+from shared.gateway import GatewayClient, GatewayRejected, RetryPolicy, signed_headers
+from shared.registration import publish_registration
+from shared.settings import Settings
+from shared.signature import load_signing_key
+from tests.conftest import EventTap, wait_until
+from tests.keys import PROJECT_ID, key_pem, vectors
+from tests.sandbox_fixtures import RunningSandbox, sandbox_config
+from worker.app import Worker
+
+pytestmark = pytest.mark.services
+FAST_POLLS = {"stale_after_s": 1.0, "interval_s": 0.5, "ladder_s": [60.0], "lease_s": 30.0}
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    sandbox: RunningSandbox
+    ingest: TestClient[Any, Any]
+    worker: Worker
+    client: GatewayClient
+    db: mongo.Collections
+
+
+@pytest.fixture
+async def stack(
+    make_settings: Callable[..., Settings], start_sandbox: Callable[..., Any], amqp: Any,
+    http: aiohttp.ClientSession,
+) -> AsyncIterator[Callable[..., Any]]:
+    @asynccontextmanager
+    async def build(chaos: Chaos, **poller: Any) -> AsyncIterator[Stack]:
+        sandbox = await start_sandbox(sandbox_config(chaos))
+        settings = make_settings({"api_base_url": sandbox.url},
+                                 poller={**FAST_POLLS, **poller})
+        app = create_app(settings)
+        ingest: TestClient[Any, Any] = TestClient(TestServer(app))
+        await ingest.start_server()
+        worker = Worker(settings)
+        await worker.start(http=False)
+        await wait_until(lambda: _is(app[BROKER].ready), 20, "ingest ready")
+        client = GatewayClient(
+            settings.projects[PROJECT_ID], http, RetryPolicy(base_s=0.05, max_wait_s=0.2),
+            register=lambda reg: publish_registration(worker.broker, reg))
+        mongo_client = mongo.client(settings.mongo)
+        db = mongo.Collections.of(mongo_client[settings.mongo.database])
+        try:
+            yield Stack(settings, sandbox, ingest, worker, client, db)
+        finally:
+            await worker.stop()
+            await ingest.close()
+            await mongo_client.drop_database(settings.mongo.database)
+            await mongo_client.close()
+
+    yield build
+
+
+async def _is(value: bool) -> bool:
+    return value
+
+
+def callback_base(stack: Stack) -> str:
+    return str(stack.ingest.make_url("")).rstrip("/")
+
+
+async def wait_final(stack: Stack, payment_id: str, timeout: float = 30) -> dict[str, Any]:
+    async def final() -> dict[str, Any] | None:
+        view = await stack.db.orders.find_one({"_id": f"{PROJECT_ID}:{payment_id}"})
+        return view if view and view["final"] else None
+    result: dict[str, Any] = await wait_until(final, timeout, f"{payment_id} final")
+    return result
+
+
+def test_request_signatures_match_the_vectors() -> None:
+    for case in vectors()["cases"]:
+        body = json.loads(case["raw_body"])
+        rsa_key = load_signing_key(key_pem("merchant_request_private_key_pkcs8"), "rsa")
+        headers = signed_headers(PROJECT_ID, rsa_key, body, vectors()["timestamp"])
+        assert headers["x-access-signature"] == case["rsa_signature_by_merchant_key"]
+        assert headers["x-access-token"] == vectors()["merchant_access_token"]
+        assert "x-access-merchant-algorithm" not in headers
+        hmac_key = load_signing_key(key_pem("request_hmac_key"), "hmac")
+        headers = signed_headers(PROJECT_ID, hmac_key, body, vectors()["timestamp"])
+        assert headers["x-access-signature"] == case["hmac_sha512_hex_by_request_key"]
+        assert headers["x-access-merchant-algorithm"] == "HMAC"
+
+
+@pytest.mark.parametrize("algorithm", ["rsa", "hmac"])
+async def test_client_requests_verify_in_the_sandbox(
+    make_settings: Callable[..., Settings], start_sandbox: Callable[..., Any],
+    http: aiohttp.ClientSession, algorithm: str, services: None,
+) -> None:
+    sandbox = await start_sandbox()
+    project = {"api_base_url": sandbox.url}
+    if algorithm == "hmac":
+        project["request_hmac_key"] = "request_hmac.txt"
+    settings = make_settings(project)
+    client = GatewayClient(settings.projects[PROJECT_ID], http)
+    assert (await client.balance())[0]["currency"] == "RUB"
+    created = await client.create_payment("ecom", "payin", "sig-1", 500, "EUR", "card-ecom",
+                                          "http://127.0.0.1:9")
+    assert (created.status, created.sub_status) == ("processing", "new") and created.request_id
+    # A key the sandbox does not know is refused, and not retried.
+    stranger = GatewayClient(
+        make_settings({"api_base_url": sandbox.url, "request_hmac_key": "callback_hmac.txt"})
+        .projects[PROJECT_ID], http)
+    calls = sandbox.state.info_calls
+    with pytest.raises(GatewayRejected) as info:
+        await stranger.info("ecom", "payin", "sig-1")
+    assert info.value.http_status == 401 and sandbox.state.info_calls == calls
+
+
+async def test_dropped_final_alert_is_settled_by_the_poller(
+    stack: Callable[..., Any], events: EventTap,
+) -> None:
+    async with stack(Chaos(drop_rate=1.0, step_delay_s=0.05)) as s:
+        await s.client.create_payment("p2p", "payin", "drop-1", 100, "RUB", "card-p2p",
+                                      callback_base(s), extra={"sandbox": {"scenario": "success"}})
+        view = await wait_final(s, "drop-1")
+        assert view["status"] == "success" and view["product"] == "p2p"
+        [event] = await events.wait(1)
+        assert (event["status"], event["source"], event["final"]) == ("success", "poll", True)
+        poll = await s.db.polls.find_one({"order_id": f"{PROJECT_ID}:drop-1"})
+        assert poll is not None and poll["outcome"] == "settled"
+
+
+async def test_info_503_twice_then_answer_settles_after_retries(
+    stack: Callable[..., Any], events: EventTap, http: aiohttp.ClientSession,
+) -> None:
+    async with stack(Chaos(drop_rate=1.0, step_delay_s=0.05)) as s:
+        await http.post(f"{s.sandbox.url}/sandbox/control", json={"info_responses": [503, 503]})
+        await s.client.create_payment("p2p", "payin", "retry-1", 100, "RUB", "card-p2p",
+                                      callback_base(s), extra={"sandbox": {"scenario": "decline"}})
+        view = await wait_final(s, "retry-1")
+        assert view["status"] == "decline"
+        assert s.sandbox.state.info_calls == 3  # two 503s, then the answer: one poll
+        assert await s.db.polls.count_documents({}) == 1
+
+
+async def test_info_400_is_not_retried_and_the_order_stays_scheduled(
+    stack: Callable[..., Any], http: aiohttp.ClientSession,
+) -> None:
+    async with stack(Chaos(drop_rate=1.0, step_delay_s=0.05)) as s:
+        await http.post(f"{s.sandbox.url}/sandbox/control", json={"info_responses": [400]})
+        await s.client.create_payment("p2p", "payin", "bad-1", 100, "RUB", "card-p2p",
+                                      callback_base(s))
+
+        async def polled() -> dict[str, Any] | None:
+            return await s.db.polls.find_one({"order_id": f"{PROJECT_ID}:bad-1",
+                                              "outcome": {"$ne": None}})
+        poll = await wait_until(polled, 20, "the first poll")
+        assert poll["outcome"] == "rejected" and s.sandbox.state.info_calls == 1
+        view = await s.db.orders.find_one({"_id": f"{PROJECT_ID}:bad-1"})
+        assert view is not None and not view["final"] and not view["needs_review"]
+        assert view["next_poll_at"] is not None  # still scheduled: the ladder's next rung
+
+
+async def test_never_settled_order_needs_review_and_order_stale_is_published(
+    stack: Callable[..., Any], events: EventTap,
+) -> None:
+    async with stack(Chaos(drop_rate=1.0, step_delay_s=0.05), ladder_s=[0.3],
+                     give_up_after_s=1.5) as s:
+        await s.client.create_payment("p2p", "payin", "stuck-1", 100, "RUB", "card-p2p",
+                                      callback_base(s), extra={"sandbox": {"scenario": "stuck"}})
+        found = await events.wait(2, 30)  # the poll's change to requisites, then order.stale
+        stale = [e for e in found if e["_routing_key"] == "order.stale"]
+        assert len(stale) == 1 and stale[0]["needs_review"] is True
+        view = await s.db.orders.find_one({"_id": f"{PROJECT_ID}:stuck-1"})
+        assert view is not None and view["needs_review"] and view["next_poll_at"] is None
+        polls = await s.db.polls.count_documents({"order_id": f"{PROJECT_ID}:stuck-1"})
+        assert polls >= 2
+        assert s.worker.poller is not None
+        await s.worker.poller.run_once()  # a given-up order is never polled again
+        assert await s.db.polls.count_documents({"order_id": view["_id"]}) == polls
+
+
+async def test_end_to_end_with_duplicates_reordering_and_drops(
+    stack: Callable[..., Any], events: EventTap,
+) -> None:
+    chaos = Chaos(duplicate_rate=0.3, reorder_rate=0.2, drop_rate=0.05, step_delay_s=0.05)
+    count = int(os.environ.get("HH_E2E_PAYMENTS", "1000"))
+    # One process plays HighHelp, ingest and the worker here, on the local MongoDB-compatible
+    # server: an offered load it carries, and polls only for orders whose alerts really stopped.
+    async with stack(chaos, stale_after_s=3.0, interval_s=1.0) as s:
+        started = time.monotonic()
+        created = await generate(s.client, count, 20.0, callback_base(s), prefix="e2e")
+        assert len(created) == count
+        await s.sandbox.state.drain()
+
+        async def all_final() -> bool:
+            return await s.db.orders.count_documents({"final": True}) == count
+        try:
+            await wait_until(all_final, 240, f"{count} orders final", every=1.0)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; {await _state(s)}") from None
+        truth = s.sandbox.state.truth()
+        mismatches = []
+        for row in truth["payments"]:
+            view = await s.db.orders.find_one({"_id": f"{PROJECT_ID}:{row['payment_id']}"})
+            if view is None or view["status"] != row["status"]:
+                mismatches.append((row["payment_id"], row["status"], view and view["status"]))
+        assert mismatches == []
+        logged = {t["event"]["event_id"] async for t in s.db.transitions.find({})}
+
+        async def every_event() -> list[dict[str, Any]] | None:
+            got = await events.drain()
+            return got if {e["event_id"] for e in got} >= logged else None
+        published = await wait_until(every_event, 60, "every transition's event", every=0.5)
+        assert {e["event_id"] for e in published if e["type"] == "transition"} == logged
+        totals = truth["totals"]
+        print(f"\ne2e: {count} payments, {totals['alerts_sent']} alerts delivered "
+              f"({totals['duplicates_sent']} duplicates, {totals['alerts_dropped']} dropped), "
+              f"{await s.db.polls.count_documents({})} polls, {len(logged)} transitions, "
+              f"{len(published)} events, {time.monotonic() - started:.1f}s")
+
+
+async def _state(s: Stack) -> str:
+    """What a stuck run looks like: for a failure message, not for assertions."""
+    views = [v async for v in s.db.orders.find({"final": False})]
+    truth = {r["payment_id"]: r for r in s.sandbox.state.truth()["payments"]}
+    polls = Counter([p["outcome"] async for p in s.db.polls.find({})])
+    sample = [(v["payment_id"], v["status"], v["sub_status"], v["next_poll_at"], v["polls"],
+               truth.get(v["payment_id"], {}).get("status")) for v in views[:5]]
+    return (f"{len(views)} not final; by status {Counter(v['status'] for v in views)}; "
+            f"polls {dict(polls)}; sample {sample}; now {time.time()}")

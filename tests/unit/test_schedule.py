@@ -1,0 +1,54 @@
+"""Poll timing: due after stale_after, then the ladder, then giving up."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from shared.settings import PollerSettings
+from worker.schedule import Slot, after_poll, due_slot, next_poll_at
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+S = PollerSettings(stale_after_s=600, give_up_after_s=3 * 3600, ladder_s=(60, 300, 900))
+
+
+def test_non_final_order_is_due_once_stale() -> None:
+    assert next_poll_at(False, 2, T0, None, S) == T0 + timedelta(seconds=600)
+    assert next_poll_at(True, 2, T0, None, S) is None
+    assert next_poll_at(False, 0, None, None, S) is None
+
+
+def test_due_slot_follows_the_view_and_schedule() -> None:
+    order = {"seq": 2, "next_poll_at": T0}
+    assert due_slot(order, None, T0 - timedelta(seconds=1)) is None
+    assert due_slot(order, None, T0) == Slot(1, 2, 0)
+    schedule = {"attempt": 3, "last_seq": 2, "ladder_step": 2}
+    assert due_slot(order, schedule, T0) == Slot(4, 2, 2)
+    moved = {"attempt": 3, "last_seq": 1, "ladder_step": 2}
+    assert due_slot(order, moved, T0) == Slot(4, 2, 0)  # changed since: the ladder restarts
+
+
+def test_ladder_after_unchanged_polls_then_repeats_last_rung() -> None:
+    now = T0 + timedelta(seconds=600)
+    first = after_poll(Slot(1, 2, 0), 2, T0, now, S)
+    assert (first["ladder_step"], first["next_due_at"]) == (1, now + timedelta(seconds=60))
+    third = after_poll(Slot(3, 2, 2), 2, T0, now, S)
+    assert third["next_due_at"] == now + timedelta(seconds=900)
+    later = after_poll(Slot(9, 2, 8), 2, T0, now, S)
+    assert later["next_due_at"] == now + timedelta(seconds=900) and not later["gave_up"]
+    sched = {"attempt": 1, "last_seq": 2, "ladder_step": 1, "gave_up": False,
+             "next_due_at": first["next_due_at"]}
+    assert next_poll_at(False, 2, T0, sched, S) == first["next_due_at"]
+
+
+def test_poll_that_moved_the_order_restarts_the_clock() -> None:
+    now = T0 + timedelta(seconds=600)
+    moved = after_poll(Slot(1, 2, 0), 3, now, now, S)
+    assert moved["ladder_step"] == 0 and moved["next_due_at"] == now + timedelta(seconds=600)
+    assert not moved["gave_up"]
+
+
+def test_gives_up_after_give_up_after_without_change() -> None:
+    late = T0 + timedelta(hours=3)
+    gave_up = after_poll(Slot(7, 2, 5), 2, T0, late, S)
+    assert gave_up["gave_up"]
+    assert next_poll_at(False, 2, T0, {**gave_up}, S) is None
