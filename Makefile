@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test services services-stop lint venv sample-alert
+.PHONY: run test services services-stop lint venv sample-alert demo
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,3 +31,6 @@ run: venv services
 
 sample-alert: venv
 	$(BIN)/python deploy/devkit.py send $(ARGS)
+
+demo: venv services
+	$(BIN)/python deploy/demo.py $(ARGS)

@@ -23,40 +23,47 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 Algorithm = Literal["rsa", "hmac"]
 
-# [our choice] spellings of the spec's gaps, kept together so one edit changes them.
-NULL_TEXT = "None"
-TRUE_TEXT, FALSE_TEXT = "1", "0"
-LINE_SEPARATOR = ";"
-PATH_SEPARATOR = ":"
+@dataclass(frozen=True)
+class Spelling:
+    """How leaves are written and joined. `OURS` holds every [our choice] of the spec on
+    normalization in one place; other spellings exist only to diagnose a failed verification."""
+
+    null: str = "None"
+    true: str = "1"
+    false: str = "0"
+    line_separator: str = ";"
+    path_separator: str = ":"
+
+
+OURS = Spelling()
 
 
 class KeyLoadError(ValueError):
     """A key could not be loaded. The message never contains key material."""
 
 
-def normalize(value: object) -> str:
+def normalize(value: object, spelling: Spelling = OURS) -> str:
     """The documented normalization: sorted `path:value` leaves joined by `;`."""
-    return LINE_SEPARATOR.join(sorted(_leaves(value, "")))
+    return spelling.line_separator.join(sorted(_leaves(value, "", spelling)))
 
 
-def _leaves(value: object, path: str) -> Iterator[str]:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from _leaves(item, f"{path}{PATH_SEPARATOR}{key}" if path else str(key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from _leaves(item, f"{path}{PATH_SEPARATOR}{index}" if path else str(index))
+def _leaves(value: object, path: str, sp: Spelling) -> Iterator[str]:
+    if isinstance(value, dict | list):
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            yield from _leaves(item, f"{path}{sp.path_separator}{key}" if path else str(key), sp)
     else:
-        yield f"{path}{PATH_SEPARATOR}{scalar_text(value)}" if path else scalar_text(value)
+        text = scalar_text(value, sp)
+        yield f"{path}{sp.path_separator}{text}" if path else text
 
 
-def scalar_text(value: object) -> str:
+def scalar_text(value: object, spelling: Spelling = OURS) -> str:
     if value is None:
-        return NULL_TEXT
+        return spelling.null
     if value is True:
-        return TRUE_TEXT
+        return spelling.true
     if value is False:
-        return FALSE_TEXT
+        return spelling.false
     if isinstance(value, float):
         # [our choice] an integral float is written as an integer; others as their shortest text.
         return str(int(value)) if value.is_integer() else repr(value)
@@ -73,8 +80,8 @@ def _b64_any(text: str) -> bytes:
     return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
 
 
-def signing_message(body: object, timestamp: str) -> bytes:
-    return (b64url(normalize(body).encode("utf-8")) + timestamp).encode("ascii")
+def signing_message(body: object, timestamp: str, spelling: Spelling = OURS) -> bytes:
+    return (b64url(normalize(body, spelling).encode("utf-8")) + timestamp).encode("ascii")
 
 
 # --- keys -------------------------------------------------------------------------------------

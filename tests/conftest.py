@@ -81,7 +81,7 @@ def write_config(
         "amqp": {"url": AMQP_URL, "publish_timeout_s": 5.0, "prefetch": 4},
         "mongo": {"url": MONGO_URL, "database": f"hh_test_{uuid.uuid4().hex[:10]}"},
         "ingest": {"host": "127.0.0.1", "port": 0},
-        "worker": {"host": "127.0.0.1", "port": 0, "relay_interval_s": 1.0, "relay_grace_s": 2.0},
+        "worker": {"host": "127.0.0.1", "port": 0, "relay_interval_s": 2.0, "relay_grace_s": 2.0},
         "projects": [{
             "project_id": PROJECT_ID,
             "callback_public_keys": ["old_public.pem", "gateway_public.pem"],

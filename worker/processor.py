@@ -91,6 +91,7 @@ class Processor:
         self.broker = broker
         self.metrics = metrics
         self.locks = KeyedLock()  # alerts and polls of one order, one at a time per process
+        self._relayed_until = 0.0  # the relay's watermark (Unix time)
 
     async def handle_alert(self, envelope: AlertEnvelope) -> str:
         """Process one verified alert. Raises InvalidAlert if it cannot be read (for good)."""
@@ -171,15 +172,21 @@ class Processor:
         await self.store.mark_published(record)
 
     async def relay_once(self, grace_s: float, window_s: float, limit: int = 200) -> int:
-        """Publish events whose writer died before publishing them (recorded between
-        `window_s` and `grace_s` ago); returns how many."""
+        """Publish events whose writer died before publishing them; returns how many.
+        Each round looks at records from the previous round's end (less `grace_s`, for clock
+        skew between replicas) up to `grace_s` ago, so a record is checked about once."""
         now = time.time()
-        window = (utc(now - window_s), utc(now - grace_s))
+        since = max(self._relayed_until - grace_s, now - window_s)
+        window = (utc(since), utc(now - grace_s))
         count = 0
         for collection in (self.store.c.transitions, self.store.c.anomalies, self.store.c.polls):
-            for record in await self.store.unpublished(collection, window, limit):
+            records = await self.store.unpublished(collection, window, limit)
+            for record in records:
                 await self.publish_record(record)
                 count += 1
+            if len(records) >= limit:
+                return count  # more than a round's worth: resume from the same point
+        self._relayed_until = now - grace_s
         return count
 
 

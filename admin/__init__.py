@@ -1,0 +1,1 @@
+"""hh-admin: the operator's command line (orders, signature diagnosis, dead letters)."""

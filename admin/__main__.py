@@ -1,0 +1,163 @@
+"""`hh-admin`: look at and act on hh-callbacks' state, configured by HH_CONFIG.
+
+    hh-admin orders show PROJECT_ID PAYMENT_ID
+    hh-admin orders register PROJECT_ID PAYMENT_ID --product p2p --flow payin [--amount N]
+                                                   [--currency C]
+    hh-admin orders poll-now PROJECT_ID PAYMENT_ID
+    hh-admin verify --body FILE --headers FILE     (does a captured alert verify? if not, why)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from ingest.diagnose import diagnose
+from shared import logs, mongo
+from shared.alert import order_id
+from shared.broker import Broker
+from shared.gateway import GatewayClient
+from shared.registration import Registration, publish_registration
+from shared.settings import Settings, SettingsError, load_settings
+from shared.topology import contract_topology
+from worker.poller import Poller
+from worker.processor import Processor, WorkerMetrics
+from worker.records import utc
+from worker.schedule import Slot
+from worker.store import OrderStore
+
+
+def _print(value: Any) -> None:
+    print(json.dumps(value, indent=2, default=str, ensure_ascii=False))
+
+
+def _broker(settings: Settings) -> Broker:
+    return Broker(settings.amqp.url, contract_topology(
+        settings.amqp.delivery_limit, settings.worker.retry_delays_s))
+
+
+async def orders_show(settings: Settings, project_id: str, payment_id: str) -> int:
+    client = mongo.client(settings.mongo)
+    c = mongo.Collections.of(client[settings.mongo.database])
+    key = order_id(project_id, payment_id)
+    view = await c.orders.find_one({"_id": key})
+    if view is None:
+        print(f"no order {key}", file=sys.stderr)
+        await client.close()
+        return 1
+    history = []
+    for seq in range(1, int(view["seq"]) + 1):
+        t = await c.transitions.find_one({"_id": f"{key}:{seq}"})
+        if t is not None:
+            history.append({k: t[k] for k in ("seq", "from", "to", "source", "recorded_at")})
+    polls = [await c.polls.find_one({"_id": f"{key}:{n}"}) for n in range(1, view["polls"] + 1)]
+    _print({"order": view, "history": history,
+            "schedule": await c.poll_schedule.find_one({"_id": key}),
+            "polls": [{k: p.get(k) for k in ("attempt", "outcome", "claimed_at", "finished_at")}
+                      for p in polls if p]})
+    await client.close()
+    return 0
+
+
+async def orders_register(settings: Settings, args: argparse.Namespace) -> int:
+    broker = _broker(settings)
+    await broker.connect()
+    await publish_registration(broker, Registration(
+        args.project_id, args.payment_id, args.product, args.flow, args.amount, args.currency))
+    await broker.close()
+    print(f"registered {order_id(args.project_id, args.payment_id)}")
+    return 0
+
+
+async def orders_poll_now(settings: Settings, project_id: str, payment_id: str) -> int:
+    """Poll one order now, from this process, through the same claim and state machine."""
+    client = mongo.client(settings.mongo)
+    store = OrderStore(mongo.Collections.of(client[settings.mongo.database]),
+                       settings.projects, settings.poller)
+    broker = _broker(settings)
+    await broker.connect()
+    key = order_id(project_id, payment_id)
+    try:
+        view = await store.c.orders.find_one({"_id": key})
+        if view is None or view["final"]:
+            print(f"{key}: {'no such order' if view is None else 'already final'}",
+                  file=sys.stderr)
+            return 1
+        schedule = await store.schedule(key)
+        attempt = int(schedule["attempt"]) + 1 if schedule else 1
+        same_state = schedule is not None and schedule["last_seq"] == view["seq"]
+        step = int(schedule["ladder_step"]) if schedule and same_state else 0
+        async with aiohttp.ClientSession() as session:
+            project = settings.projects[project_id]
+            poller = Poller(Processor(store, broker, WorkerMetrics()),
+                            {project_id: GatewayClient(project, session)}, settings.poller)
+            made = await poller.poll(view, Slot(attempt, int(view["seq"]), step), utc(time.time()))
+        if not made:
+            print(f"{key}: another replica is polling it right now", file=sys.stderr)
+            return 1
+        _print({"polled": key, "order": await store.c.orders.find_one({"_id": key})})
+        return 0
+    finally:
+        await broker.close()
+        await client.close()
+
+
+def _headers(path: Path) -> dict[str, str]:
+    """A JSON object, or `Name: value` lines as captured from a request."""
+    text = path.read_text("utf-8")
+    try:
+        raw = json.loads(text)
+        return {str(k).lower(): str(v) for k, v in raw.items()}
+    except ValueError:
+        pairs = (line.split(":", 1) for line in text.splitlines() if ":" in line)
+        return {name.strip().lower(): value.strip() for name, value in pairs}
+
+
+def verify(settings: Settings, args: argparse.Namespace) -> int:
+    report = diagnose(Path(args.body).read_bytes(), _headers(Path(args.headers)),
+                      settings.projects)
+    print("\n".join(report.lines))
+    return 0 if report.verified_by else 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="hh-admin", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    orders = sub.add_parser("orders").add_subparsers(dest="action", required=True)
+    for name in ("show", "poll-now", "register"):
+        p = orders.add_parser(name)
+        p.add_argument("project_id")
+        p.add_argument("payment_id")
+        if name == "register":
+            p.add_argument("--product", choices=["p2p", "ecom", "widget"], required=True)
+            p.add_argument("--flow", choices=["payin", "payout"], required=True)
+            p.add_argument("--amount", type=int)
+            p.add_argument("--currency")
+    v = sub.add_parser("verify")
+    v.add_argument("--body", required=True, help="the alert body exactly as received")
+    v.add_argument("--headers", required=True, help="JSON object or 'Name: value' lines")
+    args = parser.parse_args()
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        parser.exit(2, f"hh-admin: {exc}\n")
+    logs.configure("console", "warning")
+    if args.command == "verify":
+        sys.exit(verify(settings, args))
+    if args.action == "show":
+        sys.exit(asyncio.run(orders_show(settings, args.project_id, args.payment_id)))
+    if args.action == "register":
+        sys.exit(asyncio.run(orders_register(settings, args)))
+    sys.exit(asyncio.run(orders_poll_now(settings, args.project_id, args.payment_id)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Why does an alert not verify? A pure report for `hh-admin verify`, the tool a merchant
+reaches for when the first real alert from HighHelp fails. It never prints key material or the
+signature value, only their shapes."""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
+
+from ingest.checks import SIGNATURE_HEADER, TIMESTAMP_HEADER
+from shared.alert import InvalidAlert, decode_body, parse_alert
+from shared.settings import ProjectSettings
+from shared.signature import (
+    OURS,
+    Spelling,
+    VerifyKey,
+    _b64_any,
+    b64url,
+    normalize,
+    signing_message,
+    verify_with,
+)
+
+# Readings of the spec's gaps that another implementation may have chosen.
+SPELLING_VARIANTS: dict[str, Spelling] = {
+    "null written as 'null'": replace(OURS, null="null"),
+    "null written as ''": replace(OURS, null=""),
+    "booleans written as 'true'/'false'": replace(OURS, true="true", false="false"),
+    "lines joined with ','": replace(OURS, line_separator=","),
+    "lines joined with '&'": replace(OURS, line_separator="&"),
+    "lines joined with ''": replace(OURS, line_separator=""),
+}
+
+
+@dataclass
+class Report:
+    verified_by: str | None = None
+    lines: list[str] = field(default_factory=list)
+
+    def say(self, line: str) -> None:
+        self.lines.append(line)
+
+
+def _signature_shape(signature: str) -> str:
+    text = signature.strip()
+    if text and all(c in "0123456789abcdefABCDEF" for c in text):
+        return f"hex, {len(text) // 2} bytes"
+    try:
+        return f"base64/base64url, {len(_b64_any(text))} bytes"
+    except (binascii.Error, ValueError):
+        return f"neither hex nor base64 ({len(text)} characters)"
+
+
+def _rsa_single_hash(key: VerifyKey, message: bytes, signature: str) -> bool:
+    """RSA over the message itself rather than over its SHA-256 digest."""
+    if key.rsa_public is None:
+        return False
+    try:
+        key.rsa_public.verify(_b64_any(signature), message, padding.PKCS1v15(), hashes.SHA256())
+    except (InvalidSignature, binascii.Error, ValueError):
+        return False
+    return True
+
+
+def diagnose(
+    body: bytes, headers: Mapping[str, str], projects: Mapping[str, ProjectSettings]
+) -> Report:
+    report = Report()
+    try:
+        _text, value = decode_body(body)
+        alert = parse_alert(value)
+    except InvalidAlert as exc:
+        report.say(f"body: not an alert we accept ({exc.reason}); ingest answers 400")
+        return report
+    report.say(f"alert: project {alert.project_id}, payment {alert.payment_id}, "
+               f"status {alert.status}:{alert.sub_status}")
+    project = projects.get(alert.project_id)
+    if project is None:
+        report.say(f"project {alert.project_id} is not in the config; ingest answers 401")
+        return report
+    timestamp = headers.get(TIMESTAMP_HEADER, "").strip()
+    signature = headers.get(SIGNATURE_HEADER, "").strip()
+    if not timestamp or not signature:
+        report.say(f"missing header: {TIMESTAMP_HEADER if not timestamp else SIGNATURE_HEADER}")
+        return report
+    normalized = normalize(value)
+    message = signing_message(value, timestamp)
+    report.say(f"normalized string: {normalized}")
+    report.say(f"message: {message.decode()}")
+    report.say(f"message sha256: {hashlib.sha256(message).hexdigest()}")
+    report.say(f"signature: {_signature_shape(signature)}")
+    for key in project.callback_keys:
+        if verify_with(key, message, signature):
+            report.verified_by = key.key_id
+            report.say(f"VERIFIED by {key.key_id} ({key.algorithm})")
+            return report
+        report.say(f"not verified by {key.key_id} ({key.algorithm})")
+    report.say("no configured key verifies it; trying other readings of the scheme:")
+    for key in project.callback_keys:
+        found = _variants(key, value, timestamp, signature)
+        for what in found:
+            report.say(f"  {key.key_id} verifies it if {what}: the sender differs from us there")
+    if not any(line.startswith("  ") for line in report.lines):
+        report.say("  no variant verifies: most likely the key is not the one that signed "
+                   "(check the cash register's callback key and algorithm), or the body was "
+                   "changed after signing (a proxy re-encoding JSON, for instance)")
+    report.say(f"(base64url of the normalized string begins {b64url(normalized.encode())[:24]})")
+    return report
+
+
+def _variants(key: VerifyKey, value: object, timestamp: str, signature: str) -> list[str]:
+    found = []
+    message = signing_message(value, timestamp)
+    if _rsa_single_hash(key, message, signature):
+        found.append("RSA signs the message itself, not its SHA-256 digest")
+    if verify_with(key, signing_message(value, ""), signature):
+        found.append("the timestamp is left out of the message")
+    for what, spelling in SPELLING_VARIANTS.items():
+        if verify_with(key, signing_message(value, timestamp, spelling), signature):
+            found.append(what)
+    return found
