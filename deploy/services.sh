@@ -9,7 +9,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 STATE=${HH_SERVICES_DIR:-$HOME/.local/share/hh-callbacks}
 TOOLS=${HH_TOOLS_DIR:-$HOME/.local/hh-tools}
 FERRETDB_VERSION=v1.24.2
-FERRETDB_BIN=$TOOLS/bin/ferretdb
+FERRETDB_BIN=$TOOLS/bin/ferretdb-$FERRETDB_VERSION-idfix  # the name says which build it is
 MONGO_PORT=${HH_MONGO_PORT:-27017}
 AMQP_PORT=${HH_AMQP_PORT:-5672}
 
@@ -39,6 +39,14 @@ install_ferretdb() {
   build=$(mktemp -d)
   cp -r "$src/." "$build" && chmod -R u+w "$build"
   echo "$FERRETDB_VERSION" >"$build/build/version/version.txt"
+  # Upstream bug in the SQLite backend: statements select by `_ferretdb_sjson->'$._id'`, but the
+  # unique _id index is on `_ferretdb_sjson->"_id"`; SQLite treats them as different
+  # expressions, so every update, replace and delete by _id scanned the whole collection
+  # (34 ms at 5,000 documents; 1.3 ms with the fix). Make the statements match the index.
+  local meta="$build/internal/backends/sqlite/metadata/metadata.go"
+  sed -i "s|IDColumn = DefaultColumn + \"->'\\\$._id'\"|IDColumn = DefaultColumn + \`->\"_id\"\`|" "$meta"
+  grep -q 'IDColumn = DefaultColumn + `->"_id"`' "$meta" \
+    || { log "could not apply the _id index fix to FerretDB (source changed?)"; exit 1; }
   mkdir -p "$TOOLS/bin"
   (cd "$build" && go build -trimpath -o "$FERRETDB_BIN.tmp" ./cmd/ferretdb) && mv "$FERRETDB_BIN.tmp" "$FERRETDB_BIN"
   rm -rf "$build"
