@@ -120,7 +120,8 @@ class Processor:
     ) -> Verdict:
         """Run the state machine for `obs` and make its effect durable and published.
         The caller holds the order's lock."""
-        bound = bound or log.bind(project_id=obs.project_id, payment_id=obs.payment_id)
+        alert = obs.alert
+        bound = bound or log.bind(project_id=alert.project_id, payment_id=alert.payment_id)
         for _ in range(MAX_STEP_RACES):
             latest = await self.store.latest_transition(obs.order_id)
             verdict = decide(state_of(latest), obs.state)
@@ -134,7 +135,7 @@ class Processor:
                 assert latest is not None
                 record = await self.store.record_anomaly(anomaly_record(obs, latest, time.time()))
                 bound.error(
-                    "order_anomaly", status=obs.status, sub_status=obs.sub_status,
+                    "order_anomaly", status=alert.status, sub_status=alert.sub_status,
                     current_status=latest["to"]["status"], source=obs.source,
                 )
                 if not await self.store.is_published(record):
@@ -144,11 +145,11 @@ class Processor:
                 if not await self.store.is_published(latest):
                     await self.publish_record(latest)
                 await self.store.refresh_view(obs.order_id, latest)
-                if latest["idempotency_key"] == obs.idempotency_key:
+                if latest["idempotency_key"] == alert.idempotency_key:
                     verdict = Verdict.APPLY  # the step is this very alert's, from a crashed try
             bound.info(
                 "alert_processed" if obs.source == "callback" else "poll_processed",
-                outcome=verdict.value, status=obs.status, sub_status=obs.sub_status,
+                outcome=verdict.value, status=alert.status, sub_status=alert.sub_status,
                 seq=(latest or {}).get("seq", 0) + (verdict is Verdict.APPLY),
             )
             return verdict

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from shared.alert import Alert, is_final, order_id
+from shared.alert import Alert, is_final
 from shared.envelope import AlertEnvelope
 from shared.settings import PollerSettings
 from shared.topology import event_routing_key
@@ -30,46 +30,30 @@ def iso(ts: float) -> str:
 
 @dataclass(frozen=True)
 class Observation:
-    """A status the gateway reported for an order, through an alert or a poll."""
+    """A status the gateway reported for an order (its alert body, or an /info answer read
+    like one), with when it was true and how we learned it."""
 
-    project_id: str
-    payment_id: str
-    request_id: str | None
-    status: str
-    sub_status: str | None
-    status_description: str | None
+    alert: Alert
     gateway_time: int
     source: Source
     correlation_id: str
-    idempotency_key: str
 
     @classmethod
     def from_poll(cls, alert: Alert, now: float, correlation_id: str) -> Observation:
-        """A /info answer: the gateway's current status, as of the time we asked."""
-        return cls(
-            project_id=alert.project_id, payment_id=alert.payment_id, request_id=alert.request_id,
-            status=alert.status, sub_status=alert.sub_status,
-            status_description=alert.status_description, gateway_time=int(now), source="poll",
-            correlation_id=correlation_id, idempotency_key=alert.idempotency_key,
-        )
+        """An /info answer: the gateway's current status, as of the time we asked."""
+        return cls(alert, int(now), "poll", correlation_id)
 
     @classmethod
     def from_alert(cls, alert: Alert, envelope: AlertEnvelope) -> Observation:
-        return cls(
-            project_id=alert.project_id, payment_id=alert.payment_id, request_id=alert.request_id,
-            status=alert.status, sub_status=alert.sub_status,
-            status_description=alert.status_description, gateway_time=envelope.gateway_time,
-            source="callback", correlation_id=envelope.correlation_id,
-            idempotency_key=alert.idempotency_key,
-        )
+        return cls(alert, envelope.gateway_time, "callback", envelope.correlation_id)
 
     @property
     def order_id(self) -> str:
-        return order_id(self.project_id, self.payment_id)
+        return self.alert.order_id
 
     @property
     def state(self) -> StatusAt:
-        return StatusAt(self.status, self.sub_status, self.gateway_time)
+        return StatusAt(self.alert.status, self.alert.sub_status, self.gateway_time)
 
 
 def state_of(transition: Document | None) -> StatusAt | None:
@@ -103,18 +87,19 @@ def _event(
     event_id: str, kind: str, obs: Observation, previous: Document | None, now: float
 ) -> Document:
     before = previous["to"] if previous else None
+    alert = obs.alert
     return {
         "event_id": event_id,
         "type": kind,
-        "project_id": obs.project_id,
-        "payment_id": obs.payment_id,
-        "request_id": obs.request_id,
-        "status": obs.status,
-        "sub_status": obs.sub_status,
-        "status_description": obs.status_description,
+        "project_id": alert.project_id,
+        "payment_id": alert.payment_id,
+        "request_id": alert.request_id,
+        "status": alert.status,
+        "sub_status": alert.sub_status,
+        "status_description": alert.status_description,
         "previous": {"status": before["status"], "sub_status": before["sub_status"]}
         if before else None,
-        "final": is_final(obs.status),
+        "final": alert.final,
         "source": obs.source,
         "gateway_time": iso(obs.gateway_time),
         "recorded_at": iso(now),
@@ -133,24 +118,24 @@ def transition_record(obs: Observation, previous: Document | None, now: float) -
         "seq": seq,
         "from": previous["to"] if previous else None,
         "to": {
-            "status": obs.status,
-            "sub_status": obs.sub_status,
-            "status_description": obs.status_description,
-            "request_id": obs.request_id,
+            "status": obs.alert.status,
+            "sub_status": obs.alert.sub_status,
+            "status_description": obs.alert.status_description,
+            "request_id": obs.alert.request_id,
         },
         "source": obs.source,
         "gateway_time": obs.gateway_time,
         "recorded_at": utc(now),
-        "idempotency_key": obs.idempotency_key,
+        "idempotency_key": obs.alert.idempotency_key,
         "correlation_id": obs.correlation_id,
         "event": event,
-        "routing_key": event_routing_key(obs.status),
+        "routing_key": event_routing_key(obs.alert.status),
     }
 
 
 def anomaly_record(obs: Observation, current: Document, now: float) -> Document:
     """A different final after a final: kept once per alert, published as order.anomaly."""
-    record_id = f"anomaly:{obs.idempotency_key}"
+    record_id = f"anomaly:{obs.alert.idempotency_key}"
     event = _event(str(uuid.uuid5(EVENT_NAMESPACE, record_id)), "anomaly", obs, current, now)
     return {
         "_id": record_id,
@@ -211,11 +196,10 @@ def order_view(
 
 def stale_record(poll_id: str, view: Document, now: float) -> dict[str, Any]:
     """`order.stale`: the order never settled; published once, from the poll that gave up."""
-    obs = Observation(
-        view["project_id"], view["payment_id"], view["request_id"], view["status"] or "unknown",
-        view["sub_status"], view["status_description"],
-        int(view["gateway_time"].timestamp()) if view["gateway_time"] else int(now),
-        "poll", poll_id, "")
+    alert = Alert(view["project_id"], view["payment_id"], view["request_id"],
+                  view["status"] or "unknown", view["sub_status"], view["status_description"])
+    changed = view["gateway_time"]
+    obs = Observation(alert, int(changed.timestamp()) if changed else int(now), "poll", poll_id)
     event = _event(str(uuid.uuid5(EVENT_NAMESPACE, f"stale:{poll_id}")), "stale", obs, None, now)
     event["needs_review"] = True
     return {"event": event, "routing_key": "order.stale", "recorded_at": utc(now)}

@@ -143,8 +143,11 @@ async def test_dropped_final_alert_is_settled_by_the_poller(
         assert view["status"] == "success" and view["product"] == "p2p"
         [event] = await events.wait(1)
         assert (event["status"], event["source"], event["final"]) == ("success", "poll", True)
-        poll = await s.db.polls.find_one({"order_id": f"{PROJECT_ID}:drop-1"})
-        assert poll is not None and poll["outcome"] == "settled"
+        async def finished() -> dict[str, Any] | None:  # the event goes out before this
+            return await s.db.polls.find_one({"order_id": f"{PROJECT_ID}:drop-1",
+                                              "outcome": {"$ne": None}})
+        poll = await wait_until(finished, 10, "the poll's outcome")
+        assert poll["outcome"] == "settled"
 
 
 async def test_info_503_twice_then_answer_settles_after_retries(

@@ -78,10 +78,11 @@ async def test_relay_publishes_what_a_crashed_worker_left(
     worker: Worker, events: EventTap, db: Collections,
 ) -> None:
     """A transition whose writer died before publishing is published by the outbox relay."""
+    from shared.alert import Alert
     from worker.records import Observation, transition_record
 
-    obs = Observation(PROJECT_ID, "pay-orphan", "r", "decline", None, None, 1, "callback", "c",
-                      f"{PROJECT_ID}:pay-orphan:decline:None")
+    obs = Observation(Alert(PROJECT_ID, "pay-orphan", "r", "decline", None, None), 1,
+                      "callback", "c")
     record = transition_record(obs, None, time.time() - 5)  # its writer died before publishing
     await db.transitions.insert_one(record)
     [event] = await events.wait(1)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from shared.alert import parse_alert
+from shared.alert import Alert, parse_alert
 from shared.envelope import AlertEnvelope, InvalidEnvelope
 from shared.settings import PollerSettings
 from tests.keys import PROJECT_ID
@@ -14,8 +14,7 @@ from worker.records import Observation, anomaly_record, order_view, transition_r
 
 
 def obs(status: str, sub: str | None, t: int = 1000) -> Observation:
-    return Observation(PROJECT_ID, "p-1", "r-1", status, sub, None, t, "callback", "corr",
-                       f"{PROJECT_ID}:p-1:{status}:{sub}")
+    return Observation(Alert(PROJECT_ID, "p-1", "r-1", status, sub, None), t, "callback", "corr")
 
 
 def test_transition_sequence_and_event() -> None:
