@@ -32,26 +32,20 @@ def _no_constants(name: str) -> object:
     raise InvalidAlert("non_json_number")  # NaN, Infinity: not JSON
 
 
-def _depth_within(text: str, limit: int) -> bool:
-    depth = 0
-    in_string = escaped = False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
-            depth += 1
-            if depth > limit:
-                return False
-        elif char in "]}":
-            depth -= 1
-    return True
+def _depth_exceeds(value: object, limit: int) -> bool:
+    """Whether containers nest deeper than `limit` (walked without recursion)."""
+    if not isinstance(value, dict | list):
+        return False
+    stack: list[tuple[dict[str, object] | list[object], int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
 
 
 def decode_body(body: bytes) -> tuple[str, object]:
@@ -61,12 +55,14 @@ def decode_body(body: bytes) -> tuple[str, object]:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidAlert("invalid_utf8") from None
-    if not _depth_within(text, MAX_JSON_DEPTH):
-        raise InvalidAlert("too_deep")
     try:
         value = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
-    except (json.JSONDecodeError, RecursionError):
+    except RecursionError:  # the C decoder stops safely at the interpreter's recursion limit
+        raise InvalidAlert("too_deep") from None
+    except json.JSONDecodeError:
         raise InvalidAlert("not_json") from None
+    if _depth_exceeds(value, MAX_JSON_DEPTH):  # our normalizer recurses: keep it shallow
+        raise InvalidAlert("too_deep")
     return text, value
 
 
