@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import aio_pika
 import pytest
+import structlog
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -29,7 +31,7 @@ from shared.topology import (
     declare,
     retry_queue,
 )
-from tests.keys import PROJECT_ID, key_pem
+from tests.keys import PROJECT_ID, SIGNATURES_MADE, key_pem, vectors
 from tests.sandbox_fixtures import http, start_sandbox  # noqa: F401 - fixtures for all tests
 from worker.app import Worker
 
@@ -37,6 +39,45 @@ AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 MONGO_URL = "mongodb://127.0.0.1:27017"
 
 logs.configure("json", "debug", cache=False)
+
+# Every log line of the run (ours, and those the subprocess workers print), for the check
+# that no key, secret or signature value ever reaches a log.
+LOG_LINES: list[str] = []
+
+
+class _TeeLogger(structlog.PrintLogger):
+    def msg(self, message: str) -> None:
+        LOG_LINES.append(message)
+        super().msg(message)
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = msg
+
+
+structlog.configure(logger_factory=lambda *args: _TeeLogger(sys.stdout))
+
+
+def _secrets() -> dict[str, str]:
+    """Key material and signature values that must never be logged."""
+    found = {f"key {name}": body.strip() for name, body in vectors()["keys"].items()}
+    for name, body in vectors()["keys"].items():
+        if "-----BEGIN" in body:  # also any single line of a PEM body
+            for n, line in enumerate(body.strip().splitlines()[1:-1]):
+                found[f"{name} line {n}"] = line
+    for case in vectors()["cases"]:
+        for field in ("rsa_signature_by_gateway_key", "hmac_sha512_hex_by_callback_key"):
+            found[f"vector {field}"] = case[field]
+    for n, signature in enumerate(SIGNATURES_MADE):
+        found[f"signature made in a test #{n}"] = signature
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_log_line() -> Iterator[None]:
+    yield
+    text = "\n".join(LOG_LINES)
+    leaked = [what for what, secret in _secrets().items() if len(secret) >= 16 and secret in text]
+    assert LOG_LINES, "the log capture saw nothing: the check would prove nothing"
+    assert not leaked, f"secrets in log lines: {leaked[:5]}"
 
 
 def _port_open(port: int) -> bool:

@@ -38,9 +38,14 @@ def merchant_rsa() -> SigningKey:
     return load_signing_key(key_pem("merchant_request_private_key_pkcs8"), "rsa")
 
 
+# Every signature the tests make, so that the run can check none reached a log line.
+SIGNATURES_MADE: set[str] = set()
+
+
 def signed_headers(body: bytes, key: SigningKey, timestamp: int | None = None) -> dict[str, str]:
     ts = str(int(time.time()) if timestamp is None else timestamp)
     signature = key.sign(signing_message(json.loads(body), ts))
+    SIGNATURES_MADE.add(signature)
     return {
         "Content-Type": "application/json",
         "x-access-timestamp": ts,

@@ -158,3 +158,27 @@ async def test_broker_unreachable_answers_503(make_settings: Callable[..., Setti
         assert response.status == 503
         assert (await client.get("/readyz")).status == 503
         assert (await client.get("/healthz")).status == 200
+
+
+async def test_random_requests_never_get_a_500(
+    ingest: TestClient[Any, Any], amqp: aio_pika.abc.AbstractChannel,
+) -> None:
+    """Random bodies and headers over real HTTP: only 200, 400, 401 or 413."""
+    import random
+
+    rng = random.Random(11)
+    pieces = [b"{", b"}", b"[", b"]", b'"project_id"', b":", b",", b'"general"', b'"status"',
+              b'"57aff4db-b45d-42bf-bc5f-b7a499a01782"', b"null", b"1e999", b"\xff", b"\\u0000",
+              b'"payment_id"', b'"x"', b"true", b" "]
+    seen = set()
+    for _ in range(300):
+        body = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 60)))
+        if rng.random() < 0.3:
+            body = alert_body(f"fz-{rng.randint(0, 9)}")
+        headers = {"x-access-timestamp": rng.choice(["", "x", "-1", str(int(time.time())),
+                                                     "9" * 40]),
+                   "x-access-signature": rng.choice(["", "00", "a" * 3000, "=="])}
+        response = await ingest.post(PATH, data=body, headers=headers)
+        seen.add(response.status)
+    assert seen <= {200, 400, 401, 413}, seen
+    assert await queued(amqp) == 0  # none of them was signed

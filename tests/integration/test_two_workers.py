@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient
 
 from shared.mongo import Collections
 from shared.settings import Settings
-from tests.conftest import EventTap, toml_text, wait_until, write_config
+from tests.conftest import LOG_LINES, EventTap, toml_text, wait_until, write_config
 from tests.integration.test_pipeline import post
 from tests.keys import alert_body
 
@@ -56,6 +56,7 @@ async def two_workers(
         proc.terminate()
     codes = [await asyncio.wait_for(p.wait(), 30) for p in procs]
     await asyncio.gather(*readers)
+    LOG_LINES.extend(line.decode(errors="replace") for out in output for line in out)
     assert codes == [0, 0], [b"".join(o).decode()[-3000:] for o in output]
 
 
