@@ -5,6 +5,8 @@
                                                    [--currency C]
     hh-admin orders poll-now PROJECT_ID PAYMENT_ID
     hh-admin verify --body FILE --headers FILE     (does a captured alert verify? if not, why)
+    hh-admin dlq list | show ID | redrive (--id ID ... | --reason-contains TEXT | --all)
+    hh-admin dlq purge --yes
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 import aiohttp
 
+from admin import dlq
 from ingest.diagnose import diagnose
 from shared import logs, mongo
 from shared.alert import order_id
@@ -57,7 +60,8 @@ async def orders_show(settings: Settings, project_id: str, payment_id: str) -> i
         t = await c.transitions.find_one({"_id": f"{key}:{seq}"})
         if t is not None:
             history.append({k: t[k] for k in ("seq", "from", "to", "source", "recorded_at")})
-    polls = [await c.polls.find_one({"_id": f"{key}:{n}"}) for n in range(1, view["polls"] + 1)]
+    made = int(view.get("polls") or 0)  # views written before polling have no count
+    polls = [await c.polls.find_one({"_id": f"{key}:{n}"}) for n in range(1, made + 1)]
     _print({"order": view, "history": history,
             "schedule": await c.poll_schedule.find_one({"_id": key}),
             "polls": [{k: p.get(k) for k in ("attempt", "outcome", "claimed_at", "finished_at")}
@@ -127,6 +131,35 @@ def verify(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if report.verified_by else 1
 
 
+async def dead_letters(settings: Settings, args: argparse.Namespace) -> int:
+    broker = _broker(settings)
+    await broker.connect()
+    try:
+        now = time.time()
+        if args.action == "list":
+            _print([letter.summary(now) for letter in await dlq.list_letters(broker)])
+        elif args.action == "show":
+            found = [d for d in await dlq.list_letters(broker) if d.message_id == args.id]
+            if not found:
+                print(f"no dead letter {args.id}", file=sys.stderr)
+                return 1
+            _print({**found[0].summary(now), "body": found[0].body.decode(errors="replace")})
+        elif args.action == "redrive":
+            if not (args.id or args.reason_contains or args.all):
+                print("say which: --id, --reason-contains or --all", file=sys.stderr)
+                return 2
+            sent = await dlq.redrive(broker, dlq.matcher(args.id, args.reason_contains, args.all))
+            print(f"redriven: {len(sent)}")
+        elif args.action == "purge":
+            if not args.yes:
+                print("purge deletes every dead letter: add --yes", file=sys.stderr)
+                return 2
+            print(f"purged: {await dlq.purge(broker)}")
+        return 0
+    finally:
+        await broker.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="hh-admin", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -144,6 +177,14 @@ def main() -> None:
     v = sub.add_parser("verify")
     v.add_argument("--body", required=True, help="the alert body exactly as received")
     v.add_argument("--headers", required=True, help="JSON object or 'Name: value' lines")
+    d = sub.add_parser("dlq").add_subparsers(dest="action", required=True)
+    d.add_parser("list")
+    d.add_parser("show").add_argument("id")
+    r = d.add_parser("redrive")
+    r.add_argument("--id", action="append", default=[])
+    r.add_argument("--reason-contains")
+    r.add_argument("--all", action="store_true")
+    d.add_parser("purge").add_argument("--yes", action="store_true")
     args = parser.parse_args()
     try:
         settings = load_settings()
@@ -152,6 +193,8 @@ def main() -> None:
     logs.configure("console", "warning")
     if args.command == "verify":
         sys.exit(verify(settings, args))
+    if args.command == "dlq":
+        sys.exit(asyncio.run(dead_letters(settings, args)))
     if args.action == "show":
         sys.exit(asyncio.run(orders_show(settings, args.project_id, args.payment_id)))
     if args.action == "register":
