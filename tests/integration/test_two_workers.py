@@ -4,9 +4,7 @@ and no duplicate step (coordination by unique inserts only)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,6 +18,7 @@ from shared.settings import Settings
 from tests.conftest import LOG_LINES, EventTap, toml_text, wait_until, write_config
 from tests.integration.test_pipeline import post
 from tests.keys import alert_body
+from tests.processes import WorkerProcess
 
 pytestmark = pytest.mark.services
 ORDERS = 40
@@ -29,45 +28,20 @@ STEPS = [("processing", "new"), ("processing", "requisites"), ("processing", "pa
 @pytest.fixture
 async def two_workers(
     settings: Settings, tmp_path: Path, old_rsa_pem: bytes
-) -> AsyncIterator[list[list[bytes]]]:
-    """Two `python -m worker` processes; yields each one's output lines as they come."""
+) -> AsyncIterator[list[WorkerProcess]]:
+    """Two `python -m worker` processes on the test's database."""
     raw = write_config(tmp_path, old_rsa_pem, mongo={"database": settings.mongo.database})
     config = tmp_path / "worker.toml"
     config.write_text(toml_text(raw))
-    env = {**os.environ, "HH_CONFIG": str(config), "HH_LOG_FORMAT": "json"}
-    procs = [
-        await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "worker", env=env, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT)
-        for _ in range(2)
-    ]
-    output: list[list[bytes]] = [[], []]
-    for i, proc in enumerate(procs):  # wait for each to say it consumes
-        assert proc.stdout is not None
-        while True:
-            line = await asyncio.wait_for(proc.stdout.readline(), 60)
-            output[i].append(line)
-            assert line, b"".join(output[i]).decode()
-            if b'"worker_started"' in line:
-                break
-    readers = [asyncio.create_task(_collect(p, output[i])) for i, p in enumerate(procs)]
-    yield output
-    for proc in procs:
-        proc.terminate()
-    codes = [await asyncio.wait_for(p.wait(), 30) for p in procs]
-    await asyncio.gather(*readers)
-    LOG_LINES.extend(line.decode(errors="replace") for out in output for line in out)
-    assert codes == [0, 0], [b"".join(o).decode()[-3000:] for o in output]
-
-
-async def _collect(proc: asyncio.subprocess.Process, sink: list[bytes]) -> None:
-    assert proc.stdout is not None
-    async for line in proc.stdout:
-        sink.append(line)
+    workers = [await WorkerProcess.start(config) for _ in range(2)]
+    yield workers
+    codes = [await w.stop() for w in workers]
+    LOG_LINES.extend(line.decode(errors="replace") for w in workers for line in w.lines)
+    assert codes == [0, 0], [w.output()[-3000:] for w in workers]
 
 
 async def test_two_worker_processes_agree(
-    ingest: TestClient[Any, Any], two_workers: list[list[bytes]], events: EventTap,
+    ingest: TestClient[Any, Any], two_workers: list[WorkerProcess], events: EventTap,
     db: Collections,
 ) -> None:
     rng = random.Random(7)
@@ -93,7 +67,7 @@ async def test_two_worker_processes_agree(
         return await db.callbacks.count_documents({"outcome": {"$ne": None}}) == distinct
     await wait_until(all_settled, 90, f"{distinct} distinct alerts settled by two workers")
 
-    shares = [sum(b'"alert_processed"' in line for line in out) for out in two_workers]
+    shares = [worker.count("alert_processed") for worker in two_workers]
     assert all(shares), f"both workers must take part: {shares}"
     print(f"alerts processed per worker: {shares}")
 
