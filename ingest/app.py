@@ -12,6 +12,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from ingest.checks import Accepted, Rejected, check_alert
+from ingest.network import SourcePolicy
 from shared.broker import Broker, PublishFailed
 from shared.envelope import AlertEnvelope
 from shared.metrics import metrics_handler
@@ -55,6 +56,7 @@ class IngestMetrics:
 SETTINGS = web.AppKey("settings", Settings)
 BROKER = web.AppKey("broker", Broker)
 METRICS = web.AppKey("metrics", IngestMetrics)
+SOURCES = web.AppKey("sources", SourcePolicy)
 
 
 def _json(http_status: int, /, **fields: str) -> web.Response:
@@ -62,12 +64,18 @@ def _json(http_status: int, /, **fields: str) -> web.Response:
 
 
 UNAUTHORIZED = {"status": "unauthorized"}
+FORBIDDEN = {"status": "forbidden"}
 
 
 async def _answer_alert(request: web.Request, route: str, correlation_id: str) -> web.Response:
     settings = request.app[SETTINGS]
     limit = settings.ingest.max_body_bytes
     bound = log.bind(route=route, correlation_id=correlation_id)
+    policy = request.app[SOURCES]
+    sender = policy.sender(request.remote, request.headers.get("X-Forwarded-For"))
+    if not policy.admits(sender):
+        return _rejected(request, route, bound.bind(sender=str(sender)),
+                         Rejected(403, "network_not_allowed"))
     # The limit holds before the body is read whole: a declared length over it is refused at
     # once, and aiohttp stops reading an undeclared (chunked) body at client_max_size.
     if request.content_length is not None and request.content_length > limit:
@@ -100,8 +108,9 @@ def _rejected(
         request_id=alert.request_id if alert else None,
         idempotency_key=alert.idempotency_key if alert else None,
     )
-    if rejected.http_status == 401:
-        return web.json_response(UNAUTHORIZED, status=401)
+    if rejected.http_status in (401, 403):
+        return web.json_response(UNAUTHORIZED if rejected.http_status == 401 else FORBIDDEN,
+                                 status=rejected.http_status)
     return _json(rejected.http_status, status="rejected", reason=rejected.reason)
 
 
@@ -172,6 +181,8 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=settings.ingest.max_body_bytes)
     app[SETTINGS] = settings
     app[METRICS] = IngestMetrics()
+    app[SOURCES] = SourcePolicy.parse(settings.ingest.allowed_networks,
+                                      settings.ingest.trusted_proxies)
     app[BROKER] = Broker(
         settings.amqp.url,
         contract_topology(settings.amqp.delivery_limit),

@@ -48,6 +48,10 @@ class IngestSettings:
     port: int = 8080
     max_body_bytes: int = 65536
     timestamp_tolerance_s: int = 300
+    # Source networks that may post alerts (empty: any). Behind a reverse proxy, list it in
+    # trusted_proxies so that its X-Forwarded-For is used instead of the proxy's own address.
+    allowed_networks: tuple[str, ...] = ()
+    trusted_proxies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -194,7 +198,7 @@ def parse_settings(
         return Settings(
             amqp=_section(AmqpSettings, sections["amqp"]),
             mongo=_section(MongoSettings, sections["mongo"]),
-            ingest=_section(IngestSettings, sections["ingest"]),
+            ingest=_section(IngestSettings, _tuples(sections["ingest"])),
             worker=_section(WorkerSettings, _tuples(sections["worker"])),
             poller=_section(PollerSettings, _tuples(sections["poller"])),
             projects=projects,

@@ -182,3 +182,23 @@ async def test_random_requests_never_get_a_500(
         seen.add(response.status)
     assert seen <= {200, 400, 401, 413}, seen
     assert await queued(amqp) == 0  # none of them was signed
+
+
+async def test_source_allowlist_answers_403_and_trusts_only_its_proxy(
+    make_settings: Callable[..., Settings], amqp: aio_pika.abc.AbstractChannel,
+) -> None:
+    app = create_app(make_settings(ingest={"allowed_networks": ["203.0.113.0/24"],
+                                           "trusted_proxies": ["127.0.0.1/32"]}))
+    async with TestClient(TestServer(app)) as client:
+        await wait_until(lambda: _true(app[BROKER].ready), 20, "broker")
+        body = alert_body("pay-net")
+        headers = signed_headers(body, gateway_rsa())
+        refused = await client.post(PATH, data=body, headers=headers)
+        assert refused.status == 403 and await refused.json() == {"status": "forbidden"}
+        forged = await client.post(PATH, data=body, headers={
+            **headers, "X-Forwarded-For": "203.0.113.5, 6.6.6.6"})
+        assert forged.status == 403
+        via_proxy = await client.post(PATH, data=body, headers={
+            **headers, "X-Forwarded-For": "203.0.113.5"})
+        assert via_proxy.status == 200
+    assert await queued(amqp) == 1
