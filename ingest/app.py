@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import structlog
 from aiohttp import web
@@ -16,7 +16,7 @@ from ingest.network import SourcePolicy
 from shared.broker import Broker, PublishFailed
 from shared.envelope import AlertEnvelope
 from shared.metrics import metrics_handler
-from shared.settings import Settings
+from shared.settings import ProjectSettings, Settings, SettingsError, load_settings
 from shared.topology import (
     CALLBACKS_EXCHANGE,
     IDEMPOTENCY_HEADER,
@@ -53,7 +53,27 @@ class IngestMetrics:
         )
 
 
+class KeyRing:
+    """The cash registers and their keys, swapped whole on reload (SIGHUP): a request reads
+    one consistent set, and requests in flight are never dropped."""
+
+    def __init__(self, projects: Mapping[str, ProjectSettings]) -> None:
+        self.projects = projects
+
+    def reload(self, path: str | None = None) -> bool:
+        try:
+            fresh = load_settings(path).projects
+        except SettingsError as exc:
+            log.error("keys_reload_failed", error=str(exc))
+            return False
+        self.projects = fresh
+        log.info("keys_reloaded", keys={p: [k.key_id for k in project.callback_keys]
+                                        for p, project in fresh.items()})
+        return True
+
+
 SETTINGS = web.AppKey("settings", Settings)
+KEYS = web.AppKey("keys", KeyRing)
 BROKER = web.AppKey("broker", Broker)
 METRICS = web.AppKey("metrics", IngestMetrics)
 SOURCES = web.AppKey("sources", SourcePolicy)
@@ -86,7 +106,8 @@ async def _answer_alert(request: web.Request, route: str, correlation_id: str) -
         return _rejected(request, route, bound, Rejected(413, "body_too_large"))
 
     result = check_alert(
-        body, request.headers, settings.projects, time.time(), settings.ingest.timestamp_tolerance_s
+        body, request.headers, request.app[KEYS].projects, time.time(),
+        settings.ingest.timestamp_tolerance_s,
     )
     if isinstance(result, Rejected):
         return _rejected(request, route, bound, result)
@@ -181,6 +202,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=settings.ingest.max_body_bytes)
     app[SETTINGS] = settings
     app[METRICS] = IngestMetrics()
+    app[KEYS] = KeyRing(settings.projects)
     app[SOURCES] = SourcePolicy.parse(settings.ingest.allowed_networks,
                                       settings.ingest.trusted_proxies)
     app[BROKER] = Broker(
