@@ -33,7 +33,7 @@ from shared.topology import contract_topology
 from worker.poller import Poller
 from worker.processor import Processor, WorkerMetrics
 from worker.records import utc
-from worker.schedule import Slot
+from worker.schedule import next_slot
 from worker.store import OrderStore
 
 
@@ -94,15 +94,12 @@ async def orders_poll_now(settings: Settings, project_id: str, payment_id: str) 
             print(f"{key}: {'no such order' if view is None else 'already final'}",
                   file=sys.stderr)
             return 1
-        schedule = await store.schedule(key)
-        attempt = int(schedule["attempt"]) + 1 if schedule else 1
-        same_state = schedule is not None and schedule["last_seq"] == view["seq"]
-        step = int(schedule["ladder_step"]) if schedule and same_state else 0
+        slot = next_slot(view, await store.schedule(key))
         async with aiohttp.ClientSession() as session:
             project = settings.projects[project_id]
             poller = Poller(Processor(store, broker, WorkerMetrics()),
                             {project_id: GatewayClient(project, session)}, settings.poller)
-            made = await poller.poll(view, Slot(attempt, int(view["seq"]), step), utc(time.time()))
+            made = await poller.poll(view, slot, utc(time.time()))
         if not made:
             print(f"{key}: another replica is polling it right now", file=sys.stderr)
             return 1

@@ -54,10 +54,13 @@ class Poller:
 
     async def poll(self, order: dict[str, object], slot: Slot, now: datetime) -> bool:
         order_id = str(order["_id"])
-        poll_id = await self.store.claim_poll(order_id, slot, self.owner, now,
+        claimed = await self.store.claim_poll(order_id, slot, self.owner, now,
                                               self.settings.lease_s)
-        if poll_id is None:
+        if claimed is None:
             return False
+        # The schedule must name the attempt actually claimed: if an abandoned one was skipped,
+        # recording the asked-for number would make every later round claim a finished poll.
+        slot, poll_id = claimed, f"{order_id}:{claimed.attempt}"
         bound = log.bind(project_id=order["project_id"], payment_id=order["payment_id"],
                          poll_id=poll_id, attempt=slot.attempt)
         outcome = await self._ask(order, poll_id, bound)

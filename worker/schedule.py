@@ -32,14 +32,19 @@ def next_poll_at(final: bool, seq: int, changed_at: datetime | None,
     return changed_at + timedelta(seconds=settings.stale_after_s)
 
 
-def due_slot(order: Document, schedule: Document | None, now: datetime) -> Slot | None:
-    due = order.get("next_poll_at")
-    if due is None or due > now:
-        return None
+def next_slot(order: Document, schedule: Document | None) -> Slot:
+    """The poll that comes next for `order`, due or not (an operator may ask for it now)."""
     seq = int(order["seq"])
     attempt = int(schedule["attempt"]) + 1 if schedule else 1
     step = int(schedule["ladder_step"]) if schedule and schedule["last_seq"] == seq else 0
     return Slot(attempt, seq, step)
+
+
+def due_slot(order: Document, schedule: Document | None, now: datetime) -> Slot | None:
+    due = order.get("next_poll_at")
+    if due is None or due > now:
+        return None
+    return next_slot(order, schedule)
 
 
 def after_poll(slot: Slot, seq_now: int, changed_at: datetime, now: datetime,

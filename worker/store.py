@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
@@ -195,9 +196,10 @@ class OrderStore:
 
     async def claim_poll(
         self, order_id: str, slot: Slot, owner: str, now: datetime, lease_s: float
-    ) -> str | None:
+    ) -> Slot | None:
         """Claim the slot's attempt by inserting its polls record: whoever inserts it polls.
-        Returns the record's _id, or None if another replica holds or made this poll."""
+        Returns the slot claimed (a later attempt than asked if an owner died mid-poll), or
+        None if another replica holds or made this poll."""
         attempt = slot.attempt
         lease = timedelta(seconds=lease_s)
         for _ in range(10):
@@ -208,7 +210,7 @@ class OrderStore:
             }
             existing = await self._insert_or_existing(self.c.polls, record)
             if existing is None:
-                return str(record["_id"])
+                return replace(slot, attempt=attempt)
             if existing["finished_at"] is None:
                 if existing["claimed_at"] + lease > now:
                     return None  # another replica is polling
@@ -218,6 +220,7 @@ class OrderStore:
             # schedule now, or died before it could. After the lease, repair from its record.
             if existing["finished_at"] + lease <= now and existing.get("schedule"):
                 await self.write_schedule(order_id, existing["schedule"])
+                await self.refresh_view(order_id)  # its due time follows the schedule
             return None
         return None
 

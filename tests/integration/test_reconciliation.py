@@ -254,3 +254,72 @@ async def _state(s: Stack) -> str:
                truth.get(v["payment_id"], {}).get("status")) for v in views[:5]]
     return (f"{len(views)} not final; by status {Counter(v['status'] for v in views)}; "
             f"polls {dict(polls)}; sample {sample}; now {time.time()}")
+
+
+async def _stale_stuck_order(s: Stack, payment_id: str) -> dict[str, Any]:
+    await s.client.create_payment("p2p", "payin", payment_id, 100, "RUB", "card-p2p",
+                                  callback_base(s), extra={"sandbox": {"scenario": "stuck"}})
+
+    async def due() -> dict[str, Any] | None:
+        view = await s.db.orders.find_one({"_id": f"{PROJECT_ID}:{payment_id}"})
+        ready = view and view["next_poll_at"] and view["next_poll_at"].timestamp() <= time.time()
+        return view if ready else None
+    result: dict[str, Any] = await wait_until(due, 20, f"{payment_id} due for a poll")
+    return result
+
+
+def _manual_poller(s: Stack) -> Any:
+    from worker.poller import Poller
+
+    assert s.worker.poller is None  # the background poller is off: rounds run when we say
+    return Poller(s.worker.processor, {PROJECT_ID: s.client}, s.settings.poller)
+
+
+async def test_poll_claimed_by_a_dead_replica_is_skipped_and_polling_goes_on(
+    stack: Callable[..., Any],
+) -> None:
+    async with stack(Chaos(drop_rate=1.0, step_delay_s=0.05), enabled=False, lease_s=1.0,
+                     stale_after_s=0.5, ladder_s=[0.2]) as s:
+        view = await _stale_stuck_order(s, "dead-claim")
+        from worker.records import utc
+
+        await s.db.polls.insert_one({  # a replica claimed attempt 1 long ago and died
+            "_id": f"{view['_id']}:1", "order_id": view["_id"], "attempt": 1, "for_seq": 0,
+            "ladder_step": 0, "owner": "dead", "claimed_at": utc(time.time() - 60),
+            "finished_at": None, "outcome": None})
+        poller = _manual_poller(s)
+        assert await poller.run_once() == 1
+        schedule = await s.db.poll_schedule.find_one({"_id": view["_id"]})
+        assert schedule is not None and schedule["attempt"] == 2  # the attempt really made
+
+        async def next_round() -> bool:
+            return await poller.run_once() == 1
+        await wait_until(next_round, 10, "the next rung's poll")
+        third = await s.db.polls.find_one({"_id": f"{view['_id']}:3"})
+        assert third is not None and third["outcome"] is not None  # not stuck on attempt 2
+
+
+async def test_lost_schedule_write_is_repaired_from_the_finished_poll(
+    stack: Callable[..., Any],
+) -> None:
+    async with stack(Chaos(drop_rate=1.0, step_delay_s=0.05), enabled=False, lease_s=1.0,
+                     stale_after_s=0.5) as s:
+        view = await _stale_stuck_order(s, "lost-schedule")
+        from worker.records import utc
+
+        later = utc(time.time() + 3600)
+        schedule = {"attempt": 1, "last_seq": view["seq"], "ladder_step": 1,
+                    "next_due_at": later, "gave_up": False, "updated_at": utc(time.time())}
+        await s.db.polls.insert_one({  # attempt 1 finished, its owner died before the schedule
+            "_id": f"{view['_id']}:1", "order_id": view["_id"], "attempt": 1,
+            "for_seq": view["seq"], "ladder_step": 0, "owner": "dead",
+            "claimed_at": utc(time.time() - 60), "finished_at": utc(time.time() - 30),
+            "outcome": "unchanged", "schedule": schedule})
+        calls = s.sandbox.state.info_calls
+        assert await _manual_poller(s).run_once() == 0  # no second poll for the same slot
+        assert s.sandbox.state.info_calls == calls
+        repaired = await s.db.poll_schedule.find_one({"_id": view["_id"]})
+        assert repaired is not None and repaired["attempt"] == 1
+        fresh = await s.db.orders.find_one({"_id": view["_id"]})
+        assert fresh is not None and fresh["next_poll_at"].timestamp() == pytest.approx(
+            later.timestamp(), abs=0.01)
