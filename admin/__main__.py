@@ -29,7 +29,6 @@ from shared.broker import Broker
 from shared.gateway import GatewayClient
 from shared.registration import Registration, publish_registration
 from shared.settings import Settings, SettingsError, load_settings
-from shared.topology import contract_topology
 from worker.poller import Poller
 from worker.processor import Processor, WorkerMetrics
 from worker.records import utc
@@ -39,11 +38,6 @@ from worker.store import OrderStore
 
 def _print(value: Any) -> None:
     print(json.dumps(value, indent=2, default=str, ensure_ascii=False))
-
-
-def _broker(settings: Settings) -> Broker:
-    return Broker(settings.amqp.url, contract_topology(
-        settings.amqp.delivery_limit, settings.worker.retry_delays_s))
 
 
 async def orders_show(settings: Settings, project_id: str, payment_id: str) -> int:
@@ -71,7 +65,7 @@ async def orders_show(settings: Settings, project_id: str, payment_id: str) -> i
 
 
 async def orders_register(settings: Settings, args: argparse.Namespace) -> int:
-    broker = _broker(settings)
+    broker = Broker.for_settings(settings)
     await broker.connect()
     await publish_registration(broker, Registration(
         args.project_id, args.payment_id, args.product, args.flow, args.amount, args.currency))
@@ -85,7 +79,7 @@ async def orders_poll_now(settings: Settings, project_id: str, payment_id: str) 
     client = mongo.client(settings.mongo)
     store = OrderStore(mongo.Collections.of(client[settings.mongo.database]),
                        settings.projects, settings.poller)
-    broker = _broker(settings)
+    broker = Broker.for_settings(settings)
     await broker.connect()
     key = order_id(project_id, payment_id)
     try:
@@ -129,7 +123,7 @@ def verify(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def dead_letters(settings: Settings, args: argparse.Namespace) -> int:
-    broker = _broker(settings)
+    broker = Broker.for_settings(settings)
     await broker.connect()
     try:
         now = time.time()

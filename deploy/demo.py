@@ -29,7 +29,6 @@ from shared.gateway import GatewayClient
 from shared.registration import publish_registration
 from shared.settings import load_settings
 from shared.signature import load_signing_key
-from shared.topology import contract_topology
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / ".run"
@@ -75,8 +74,7 @@ async def main(payments: int, rate: float) -> int:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", PORTS["sandbox"]).start()
-    broker = Broker(settings.amqp.url, contract_topology(settings.amqp.delivery_limit,
-                                                         settings.worker.retry_delays_s))
+    broker = Broker.for_settings(settings)
     client = mongo.client(settings.mongo)
     db = mongo.Collections.of(client[settings.mongo.database])
     try:

@@ -21,7 +21,6 @@ from shared.topology import (
     CALLBACKS_EXCHANGE,
     IDEMPOTENCY_HEADER,
     callback_routing_key,
-    contract_topology,
 )
 
 log = structlog.get_logger("ingest")
@@ -205,11 +204,7 @@ def create_app(settings: Settings) -> web.Application:
     app[KEYS] = KeyRing(settings.projects)
     app[SOURCES] = SourcePolicy.parse(settings.ingest.allowed_networks,
                                       settings.ingest.trusted_proxies)
-    app[BROKER] = Broker(
-        settings.amqp.url,
-        contract_topology(settings.amqp.delivery_limit),
-        settings.amqp.publish_timeout_s,
-    )
+    app[BROKER] = Broker.for_settings(settings)
     app.cleanup_ctx.append(_broker_ctx)
     for path, route in ROUTES.items():
         app.router.add_post(path, alert_handler(route))

@@ -23,7 +23,6 @@ from shared.gateway import GatewayClient
 from shared.registration import publish_registration
 from shared.settings import load_settings
 from shared.signature import SigningKey, VerifyKey, load_signing_key, load_verify_key
-from shared.topology import contract_topology
 
 
 def _keys(args: argparse.Namespace) -> tuple[tuple[VerifyKey, ...], SigningKey]:
@@ -52,8 +51,7 @@ def serve(args: argparse.Namespace) -> None:
 
 async def traffic(args: argparse.Namespace) -> None:
     settings = load_settings()
-    broker = Broker(settings.amqp.url, contract_topology(settings.amqp.delivery_limit,
-                                                         settings.worker.retry_delays_s))
+    broker = Broker.for_settings(settings)
     await broker.connect()
     project = next(iter(settings.projects.values()))
     async with aiohttp.ClientSession() as session:

@@ -16,7 +16,8 @@ import aio_pika
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
-from shared.topology import Declared, Topology, declare
+from shared.settings import Settings
+from shared.topology import Declared, Topology, contract_topology, declare
 
 log = structlog.get_logger("broker")
 
@@ -37,6 +38,16 @@ class Broker:
         self.connection: AbstractRobustConnection | None = None
         self.channel: AbstractChannel | None = None
         self.declared: Declared | None = None
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Broker:
+        """Every process declares the contract's whole topology, retry queues included, so
+        which one starts first does not matter."""
+        return cls(
+            settings.amqp.url,
+            contract_topology(settings.amqp.delivery_limit, settings.worker.retry_delays_s),
+            settings.amqp.publish_timeout_s,
+        )
 
     async def connect(self) -> None:
         """Connect once and declare the topology (idempotent on the broker)."""

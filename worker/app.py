@@ -16,7 +16,7 @@ from shared.broker import Broker
 from shared.gateway import GatewayClient
 from shared.metrics import metrics_handler
 from shared.settings import Settings
-from shared.topology import PROCESS_QUEUE, REGISTER_QUEUE, contract_topology
+from shared.topology import PROCESS_QUEUE, REGISTER_QUEUE
 from worker.consumer import Consumer
 from worker.poller import Poller
 from worker.processor import Processor, WorkerMetrics
@@ -29,11 +29,7 @@ class Worker:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = WorkerMetrics()
-        self.broker = Broker(
-            settings.amqp.url,
-            contract_topology(settings.amqp.delivery_limit, settings.worker.retry_delays_s),
-            settings.amqp.publish_timeout_s,
-        )
+        self.broker = Broker.for_settings(settings)
         self.mongo_client: AsyncMongoClient[mongo.Document] = mongo.client(settings.mongo)
         collections = mongo.Collections.of(self.mongo_client[settings.mongo.database])
         self.store = OrderStore(collections, settings.projects, settings.poller)
