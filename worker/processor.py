@@ -95,6 +95,10 @@ class Processor:
 
     async def handle_alert(self, envelope: AlertEnvelope) -> str:
         """Process one verified alert. Raises InvalidAlert if it cannot be read (for good)."""
+        with self.metrics.seconds.time():
+            return await self._handle_alert(envelope)
+
+    async def _handle_alert(self, envelope: AlertEnvelope) -> str:
         _text, value = decode_body(envelope.body.encode("utf-8"))
         alert = parse_alert(value)
         obs = Observation.from_alert(alert, envelope)

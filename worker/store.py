@@ -67,14 +67,21 @@ class OrderStore:
         except DuplicateKeyError:
             return await collection.find_one({"_id": doc["_id"]})
 
+    async def _insert_once(self, collection: AsyncCollection[Document], doc: Document) -> None:
+        """Insert `doc`; if its _id is there already, another attempt wrote the same fact."""
+        try:
+            await collection.insert_one(doc)
+        except DuplicateKeyError:
+            pass
+
     # --- inbox ------------------------------------------------------------------------------
-    # Insert-only: on the local server an update costs a scan of the whole collection, and the
-    # inbox is the fastest-growing one. A record is written once its alert is processed.
+    # Written once, with its outcome, after the alert is processed: one write per alert, and a
+    # crash before it simply redoes the alert (which then finds its own step in the log).
     async def processed_alert(self, key: str) -> Document | None:
         return await self.c.callbacks.find_one({"_id": key})
 
     async def record_alert(self, doc: Document) -> None:
-        await self._insert_or_existing(self.c.callbacks, doc)
+        await self._insert_once(self.c.callbacks, doc)
 
     # --- transition log (also the outbox) ---------------------------------------------------
     async def latest_transition(self, order_id: str) -> Document | None:
@@ -114,9 +121,9 @@ class OrderStore:
         return await self._insert_or_existing(self.c.anomalies, doc) or doc
 
     async def mark_published(self, record: Document) -> None:
-        """Record that the record's event went out: an insert under its event_id (never an
-        update of the record itself, which would scan its collection on the local server)."""
-        await self._insert_or_existing(
+        """Record that the record's event went out: a marker inserted under its event_id, so
+        log records stay immutable and any replica (or the relay) may write the same fact."""
+        await self._insert_once(
             self.c.published, {"_id": record["event"]["event_id"], "at": utc(time.time())})
         record["published"] = True  # the caller's copy, which the hint cache may hold too
 
@@ -156,7 +163,7 @@ class OrderStore:
         if latest is None:
             latest = await self.latest_transition(order_id)
         registration = await self._registration(order_id)
-        schedule = await self.c.poll_schedule.find_one({"_id": order_id})
+        schedule = await self.schedule(order_id)
         view: dict[str, Any] = {}
         for _ in range(VIEW_REFRESH_ROUNDS):
             view = order_view(order_id, latest, registration, schedule, defaults, self._poller)
@@ -170,7 +177,7 @@ class OrderStore:
                 changed = registration is not None
             else:
                 changed = False
-            now_schedule = await self.c.poll_schedule.find_one({"_id": order_id})
+            now_schedule = await self.schedule(order_id)
             changed |= newer is not latest or _schedule_version(now_schedule) != (
                 _schedule_version(schedule))
             if not changed:
