@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import structlog
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ingest.checks import Accepted, Rejected, check_alert
 from ingest.network import SourcePolicy
@@ -46,6 +46,9 @@ class IngestMetrics:
         self.publish_seconds = Histogram(
             "hh_ingest_publish_seconds", "Confirmed publish latency", registry=self.registry
         )
+        self.in_flight = Gauge(
+            "hh_ingest_in_flight", "Alert requests being answered", registry=self.registry
+        )
         self.request_seconds = Histogram(
             "hh_ingest_request_seconds", "Alert request latency, by route", ["route"],
             registry=self.registry,
@@ -71,7 +74,15 @@ class KeyRing:
         return True
 
 
+class Lifecycle:
+    """Whether the process is draining (SIGTERM received): readiness then says 503."""
+
+    def __init__(self) -> None:
+        self.draining = False
+
+
 SETTINGS = web.AppKey("settings", Settings)
+LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
 KEYS = web.AppKey("keys", KeyRing)
 BROKER = web.AppKey("broker", Broker)
 METRICS = web.AppKey("metrics", IngestMetrics)
@@ -167,13 +178,13 @@ async def _publish(
 
 def alert_handler(route: str) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handler(request: web.Request) -> web.Response:
+        metrics = request.app[METRICS]
         started = time.perf_counter()
         try:
-            return await _answer_alert(request, route, uuid.uuid4().hex)
+            with metrics.in_flight.track_inprogress():
+                return await _answer_alert(request, route, uuid.uuid4().hex)
         finally:
-            request.app[METRICS].request_seconds.labels(route).observe(
-                time.perf_counter() - started
-            )
+            metrics.request_seconds.labels(route).observe(time.perf_counter() - started)
 
     return handler
 
@@ -183,6 +194,8 @@ async def healthz(_request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    if request.app[LIFECYCLE].draining:
+        return _json(503, status="draining")
     if request.app[BROKER].ready:
         return _json(200, status="ready")
     return _json(503, status="broker unavailable")
@@ -200,6 +213,7 @@ async def _broker_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=settings.ingest.max_body_bytes)
     app[SETTINGS] = settings
+    app[LIFECYCLE] = Lifecycle()
     app[METRICS] = IngestMetrics()
     app[KEYS] = KeyRing(settings.projects)
     app[SOURCES] = SourcePolicy.parse(settings.ingest.allowed_networks,

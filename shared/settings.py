@@ -52,6 +52,9 @@ class IngestSettings:
     # trusted_proxies so that its X-Forwarded-For is used instead of the proxy's own address.
     allowed_networks: tuple[str, ...] = ()
     trusted_proxies: tuple[str, ...] = ()
+    # On SIGTERM, /readyz answers 503 for this long while alerts are still served, so that a
+    # load balancer stops sending before the listener closes (Kubernetes: a few seconds).
+    drain_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str, type]] = {
     "HH_MONGO_DB": ("mongo", "database", str),
     "HH_INGEST_HOST": ("ingest", "host", str),
     "HH_INGEST_PORT": ("ingest", "port", int),
+    "HH_INGEST_DRAIN_S": ("ingest", "drain_s", float),
     "HH_WORKER_PORT": ("worker", "port", int),
     "HH_LOG_FORMAT": ("log", "format", str),
     "HH_LOG_LEVEL": ("log", "level", str),

@@ -224,6 +224,17 @@ async def events(amqp: aio_pika.abc.AbstractChannel) -> EventTap:
     return EventTap(queue)
 
 
+async def take_queued(channel: aio_pika.abc.AbstractChannel, name: str = PROCESS_QUEUE
+                      ) -> list[bytes]:
+    """The bodies of the messages ready in a queue, taken off it. (basic.get is exact right
+    after a publisher confirm; a passive declare's message count lags on a quorum queue.)"""
+    queue = await channel.get_queue(name, ensure=False)
+    bodies = []
+    while (message := await queue.get(no_ack=True, fail=False)) is not None:
+        bodies.append(message.body)
+    return bodies
+
+
 async def wait_until(
     probe: Callable[[], Awaitable[Any]], timeout: float = 20, what: str = "condition",
     every: float = 0.05,

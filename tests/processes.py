@@ -1,35 +1,47 @@
-"""Real worker processes for tests: started from a config file, stopped or killed."""
+"""Real service processes for tests (`python -m worker`, `python -m ingest`): started from a
+config file, waited for until they say they started, then stopped (SIGTERM) or killed."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import socket
 import sys
 from pathlib import Path
 
+from tests.conftest import LOG_LINES
 
-class WorkerProcess:
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServiceProcess:
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
         self.lines: list[bytes] = []
         self._reader: asyncio.Task[None] | None = None
 
     @classmethod
-    async def start(cls, config: Path) -> WorkerProcess:
+    async def start(cls, config: Path, module: str = "worker") -> ServiceProcess:
         env = {**os.environ, "HH_CONFIG": str(config), "HH_LOG_FORMAT": "json"}
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "worker", env=env, stdout=asyncio.subprocess.PIPE,
+            sys.executable, "-m", module, env=env, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT)
-        worker = cls(proc)
+        service = cls(proc)
         assert proc.stdout is not None
-        while True:  # until it says it consumes
+        started = f'"{module}_started"'.encode()
+        while True:  # until it says it serves or consumes
             line = await asyncio.wait_for(proc.stdout.readline(), 60)
-            worker.lines.append(line)
-            assert line, b"".join(worker.lines).decode()
-            if b'"worker_started"' in line:
+            service.lines.append(line)
+            assert line, b"".join(service.lines).decode()
+            if started in line:
                 break
-        worker._reader = asyncio.create_task(worker._collect())
-        return worker
+        service._reader = asyncio.create_task(service._collect())
+        return service
 
     async def _collect(self) -> None:
         assert self.proc.stdout is not None
@@ -40,20 +52,31 @@ class WorkerProcess:
         marker = f'"{event}"'.encode()
         return sum(marker in line for line in self.lines)
 
+    def signal(self, number: signal.Signals) -> None:
+        self.proc.send_signal(number)
+
     async def stop(self) -> int:
         """SIGTERM, and the exit code once it has drained."""
         if self.proc.returncode is None:
             self.proc.terminate()
-        code = await asyncio.wait_for(self.proc.wait(), 30)
-        if self._reader is not None:
-            await self._reader
+        return await self.wait()
+
+    async def wait(self) -> int:
+        code = await asyncio.wait_for(self.proc.wait(), 60)
+        await self._finish()
         return code
 
     async def kill(self) -> None:
         self.proc.kill()
         await self.proc.wait()
+        await self._finish()
+
+    async def _finish(self) -> None:
         if self._reader is not None:
             await self._reader
+            self._reader = None
+            # the session-wide check looks for secrets in what the process logged
+            LOG_LINES.extend(line.decode(errors="replace") for line in self.lines)
 
     def output(self) -> str:
         return b"".join(self.lines).decode(errors="replace")

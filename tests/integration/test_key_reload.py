@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +13,11 @@ from cryptography.hazmat.primitives import serialization
 
 from shared.settings import Settings
 from shared.signature import load_signing_key
-from tests.conftest import LOG_LINES, toml_text, wait_until, write_config
+from tests.conftest import toml_text, wait_until, write_config
 from tests.keys import alert_body, gateway_hmac, gateway_rsa, key_pem, signed_headers
+from tests.processes import ServiceProcess, free_port
 
 pytestmark = pytest.mark.services
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_sighup_swaps_keys_without_dropping_requests(
@@ -41,16 +33,7 @@ async def test_sighup_swaps_keys_without_dropping_requests(
                        ingest={"port": port})
     config = tmp_path / "ingest.toml"
     config.write_text(toml_text(raw))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ingest", env={**os.environ, "HH_CONFIG": str(config)},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    lines: list[bytes] = []
-
-    async def read() -> None:
-        assert proc.stdout is not None
-        async for line in proc.stdout:
-            lines.append(line)
-    reader = asyncio.create_task(read())
+    proc = await ServiceProcess.start(config, "ingest")
     url = f"http://127.0.0.1:{port}/callbacks/highhelp"
     try:
         async with aiohttp.ClientSession() as http:
@@ -78,17 +61,14 @@ async def test_sighup_swaps_keys_without_dropping_requests(
                     stream.append(await status(gateway_hmac(), 1000 + n))
             streaming = asyncio.create_task(steady())
             rotating.write_bytes(key_pem("gateway_callback_public_key_spki"))
-            proc.send_signal(signal.SIGHUP)
+            proc.signal(signal.SIGHUP)
 
             async def reloaded() -> bool:
-                return any(b'"keys_reloaded"' in line for line in lines)
+                return proc.count("keys_reloaded") > 0
             await wait_until(reloaded, 10, "the reload")
             assert await status(gateway_rsa(), 3) == 200 and await status(old, 4) == 401
             keep_going = False
             await streaming
             assert stream and set(stream) == {200}, stream  # nothing dropped or refused
     finally:
-        proc.terminate()
-        assert await asyncio.wait_for(proc.wait(), 30) == 0
-        await reader
-        LOG_LINES.extend(line.decode(errors="replace") for line in lines)
+        assert await proc.stop() == 0, proc.output()[-3000:]

@@ -15,10 +15,10 @@ from aiohttp.test_utils import TestClient
 
 from shared.mongo import Collections
 from shared.settings import Settings
-from tests.conftest import LOG_LINES, EventTap, toml_text, wait_until, write_config
+from tests.conftest import EventTap, toml_text, wait_until, write_config
 from tests.integration.test_pipeline import post
 from tests.keys import alert_body
-from tests.processes import WorkerProcess
+from tests.processes import ServiceProcess
 
 pytestmark = pytest.mark.services
 ORDERS = 40
@@ -28,20 +28,19 @@ STEPS = [("processing", "new"), ("processing", "requisites"), ("processing", "pa
 @pytest.fixture
 async def two_workers(
     settings: Settings, tmp_path: Path, old_rsa_pem: bytes
-) -> AsyncIterator[list[WorkerProcess]]:
+) -> AsyncIterator[list[ServiceProcess]]:
     """Two `python -m worker` processes on the test's database."""
     raw = write_config(tmp_path, old_rsa_pem, mongo={"database": settings.mongo.database})
     config = tmp_path / "worker.toml"
     config.write_text(toml_text(raw))
-    workers = [await WorkerProcess.start(config) for _ in range(2)]
+    workers = [await ServiceProcess.start(config) for _ in range(2)]
     yield workers
     codes = [await w.stop() for w in workers]
-    LOG_LINES.extend(line.decode(errors="replace") for w in workers for line in w.lines)
     assert codes == [0, 0], [w.output()[-3000:] for w in workers]
 
 
 async def test_two_worker_processes_agree(
-    ingest: TestClient[Any, Any], two_workers: list[WorkerProcess], events: EventTap,
+    ingest: TestClient[Any, Any], two_workers: list[ServiceProcess], events: EventTap,
     db: Collections,
 ) -> None:
     rng = random.Random(7)

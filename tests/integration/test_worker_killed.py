@@ -15,10 +15,10 @@ from aiohttp.test_utils import TestClient
 
 from shared.mongo import Collections
 from shared.settings import Settings
-from tests.conftest import LOG_LINES, EventTap, toml_text, wait_until, write_config
+from tests.conftest import EventTap, toml_text, wait_until, write_config
 from tests.integration.test_pipeline import post
 from tests.keys import alert_body
-from tests.processes import WorkerProcess
+from tests.processes import ServiceProcess
 
 pytestmark = pytest.mark.services
 ORDERS = 60
@@ -50,7 +50,7 @@ async def test_worker_killed_mid_stream_loses_nothing(
     alerts += rng.sample(alerts, distinct // 4)
     rng.shuffle(alerts)
 
-    first = await WorkerProcess.start(worker_config)
+    first = await ServiceProcess.start(worker_config)
     half = len(alerts) // 2
     for start in range(0, half, 20):
         batch = alerts[start:min(start + 20, half)]
@@ -62,9 +62,8 @@ async def test_worker_killed_mid_stream_loses_nothing(
     await wait_until(busy, 30, "the first worker to be mid-stream")
     await first.kill()  # SIGKILL: no drain, unacked messages return to the queue
     killed_after = first.count("alert_processed")
-    LOG_LINES.extend(line.decode(errors="replace") for line in first.lines)
 
-    second = await WorkerProcess.start(worker_config)
+    second = await ServiceProcess.start(worker_config)
     try:
         for start in range(half, len(alerts), 20):
             batch = alerts[start:start + 20]
@@ -76,7 +75,6 @@ async def test_worker_killed_mid_stream_loses_nothing(
         await wait_until(all_recorded, 60, f"all {distinct} distinct alerts recorded")
     finally:
         assert await second.stop() == 0, second.output()[-3000:]
-        LOG_LINES.extend(line.decode(errors="replace") for line in second.lines)
     print(f"\nkilled after {killed_after} alerts processed; the second worker processed "
           f"{second.count('alert_processed')}")
 
