@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test services services-stop lint venv sample-alert demo
+.PHONY: run test soak bench services services-stop lint venv sample-alert demo
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,16 @@ services-stop:
 
 test: venv services
 	$(BIN)/pytest
+
+soak: venv services
+	$(BIN)/pytest -m soak -s
+
+$(BIN)/.bench-installed: $(BIN)/.installed
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	touch $@
+
+bench: venv services $(BIN)/.bench-installed
+	$(BIN)/python -m bench $(ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

@@ -71,17 +71,33 @@ start_rabbitmq() {
   as_root rabbitmqctl await_startup --timeout 120 >/dev/null
 }
 
+# A database file whose creation was cut short (server killed in between) has no tables, and
+# FerretDB then refuses to start ("no such table: _ferretdb_collections"). Such a file holds no
+# data: move it aside.
+set_aside_unfinished_databases() {
+  python3 - "$1" <<'PY'
+import pathlib, sqlite3, sys
+for path in pathlib.Path(sys.argv[1]).glob("*.sqlite"):
+    with sqlite3.connect(path) as db:
+        tables = db.execute("select count(*) from sqlite_master where type = 'table'").fetchone()[0]
+    if not tables:
+        path.rename(path.with_name(path.name + ".unfinished"))
+        print(f"[services] set aside {path.name}: a database with no tables")
+PY
+}
+
 start_ferretdb() {
   if port_open "$MONGO_PORT"; then log "ferretdb already answers on $MONGO_PORT"; return; fi
   install_ferretdb
   mkdir -p "$STATE/ferretdb"
+  set_aside_unfinished_databases "$STATE/ferretdb"
   log "starting ferretdb on 127.0.0.1:$MONGO_PORT (data in $STATE/ferretdb)"
   # WAL with synchronous=NORMAL: survives a crash of any process (what our tests do to it);
   # only an OS crash could lose the last commits. A local stand-in; production runs MongoDB.
   nohup "$FERRETDB_BIN" --handler=sqlite --sqlite-url="file:$STATE/ferretdb/?_pragma=synchronous(normal)" \
     --listen-addr="127.0.0.1:$MONGO_PORT" --telemetry=disable --log-level=warn \
     --debug-addr=- --state-dir="$STATE/ferretdb" \
-    >"$STATE/ferretdb.log" 2>&1 </dev/null &
+    >>"$STATE/ferretdb.log" 2>&1 </dev/null &
   echo $! >"$STATE/ferretdb.pid"
   wait_for ferretdb 60 port_open "$MONGO_PORT"
 }

@@ -86,6 +86,14 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+@pytest.fixture(autouse=True)
+async def no_leftover_processes() -> AsyncIterator[None]:
+    yield
+    from tests.processes import ServiceProcess  # imports this module: imported late
+
+    await ServiceProcess.kill_leftovers()
+
+
 @pytest.fixture(scope="session")
 def services() -> None:
     missing = [name for name, port in (("RabbitMQ", 5672), ("FerretDB", 27017))

@@ -9,6 +9,7 @@ import signal
 import socket
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 from tests.conftest import LOG_LINES
 
@@ -20,6 +21,8 @@ def free_port() -> int:
 
 
 class ServiceProcess:
+    alive: ClassVar[set[ServiceProcess]] = set()  # killed after each test if still running
+
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
         self.lines: list[bytes] = []
@@ -32,6 +35,7 @@ class ServiceProcess:
             sys.executable, "-m", module, env=env, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT)
         service = cls(proc)
+        cls.alive.add(service)
         assert proc.stdout is not None
         started = f'"{module}_started"'.encode()
         while True:  # until it says it serves or consumes
@@ -72,11 +76,22 @@ class ServiceProcess:
         await self._finish()
 
     async def _finish(self) -> None:
+        ServiceProcess.alive.discard(self)
         if self._reader is not None:
             await self._reader
             self._reader = None
             # the session-wide check looks for secrets in what the process logged
             LOG_LINES.extend(line.decode(errors="replace") for line in self.lines)
+
+    @classmethod
+    async def kill_leftovers(cls) -> None:
+        """A test that failed half-way leaves its processes running; they must not go on
+        writing into the next test's queues and database."""
+        for service in list(cls.alive):
+            if service.proc.returncode is None:
+                service.proc.kill()
+            await service.proc.wait()
+            await service._finish()
 
     def output(self) -> str:
         return b"".join(self.lines).decode(errors="replace")

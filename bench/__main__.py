@@ -1,0 +1,283 @@
+"""`make bench` / `python -m bench`: measure each stage beside its ceilings, in one run on this
+machine against the local services, and write docs/benchmarks.{md,json,png}."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import aiohttp
+
+from bench import ceilings, report, stages
+from bench.loadgen import (
+    KeyKind,
+    Result,
+    closed_loop,
+    http_sender,
+    open_loop,
+    signed_requests,
+)
+from bench.processes import Service
+from shared import mongo
+from shared.settings import Settings, load_settings
+from shared.topology import PROCESS_QUEUE
+
+INGEST_PORT, WORKER_PORT, NOOP_PORT = 18080, 18081, 18082
+LOAD_SHARES = (0.25, 0.50, 0.80)
+KINDS: tuple[KeyKind, ...] = ("rsa", "hmac")
+
+
+def bench_env(folder: Path) -> dict[str, str]:
+    return {"HH_CONFIG": str(folder / "config.toml"), "HH_MONGO_DB": "hh_bench",
+            "HH_INGEST_HOST": "127.0.0.1", "HH_INGEST_PORT": str(INGEST_PORT),
+            "HH_WORKER_PORT": str(WORKER_PORT), "HH_LOG_FORMAT": "json", "HH_LOG_LEVEL": "info"}
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, folder: Path) -> None:
+        self.args = args
+        self.folder = folder
+        self.env = bench_env(folder)
+        os.environ.update({k: v for k, v in self.env.items() if k.startswith("HH_")})
+        self.settings: Settings = load_settings()
+        self.results: dict[str, Any] = {"runs": []}
+        self.rss: dict[str, float] = {"ingest": 0.0, "worker": 0.0}
+
+    def record(self, result: Result, **extra: Any) -> dict[str, Any]:
+        row = {**result.summary(), **extra}
+        self.results["runs"].append(row)
+        lat = row["latency_ms"]
+        print(f"  {row['name']:<44} {row['throughput_rps']:>8.1f}/s  p50 {lat.get('p50', 0):.2f}"
+              f" p99 {lat.get('p99', 0):.2f} ms  {row['statuses']}", flush=True)
+        return row
+
+    async def fresh(self) -> None:
+        """Empty queues and database between stages."""
+        client: Any = mongo.client(self.settings.mongo)
+        await client.drop_database(self.settings.mongo.database)
+        await client.close()
+        async with await aio_pika.connect_robust(self.settings.amqp.url) as connection:
+            channel = await connection.channel()
+            for name in (PROCESS_QUEUE, stages.EVENTS_QUEUE):
+                queue = await channel.get_queue(name, ensure=False)
+                await queue.purge()
+
+    async def http_runs(self) -> None:
+        """Ceiling (a), ceilings (b)/(c), and ingest with RSA and HMAC."""
+        n, c = self.args.requests, self.args.concurrency
+        material: dict[KeyKind, bytes] = {
+            "rsa": (self.folder / "gateway_callback_private.pem").read_bytes(),
+            "hmac": (self.folder / "gateway_callback_hmac.txt").read_bytes().strip()}
+        print("signing requests ...", flush=True)
+        warmup = signed_requests(material["hmac"], "hmac", 500, "warm")
+        closed = {kind: signed_requests(material[kind], kind, n, f"closed-{kind}")
+                  for kind in KINDS}
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector) as http:
+            noop = await Service.start("bench.noop", [str(NOOP_PORT)], {},
+                                       f"http://127.0.0.1:{NOOP_PORT}/readyz", self.folder)
+            try:
+                send = http_sender(http, f"http://127.0.0.1:{NOOP_PORT}")
+                await closed_loop("warm-up", send, warmup, c)
+                noop_row = self.record(await closed_loop(
+                    "ceiling (a): no-op aiohttp handler", send, closed["rsa"], c), stage="ceiling")
+            finally:
+                noop.stop()
+            publish = await ceilings.publish_ceiling(self.settings.amqp.url, closed["rsa"], c)
+            publish_row = self.record(publish, stage="ceiling")
+            consume = await ceilings.consume_ceiling(self.settings.amqp.url, n, c)
+            self.record(consume, stage="ceiling")
+            lower = min(noop_row["throughput_rps"], publish_row["throughput_rps"])
+            self.results["lower_ceiling_rps"] = lower
+
+            await self.fresh()
+            ingest = await Service.start("ingest", [], self.env,
+                                         f"http://127.0.0.1:{INGEST_PORT}/readyz", self.folder)
+            try:
+                send = http_sender(http, f"http://127.0.0.1:{INGEST_PORT}")
+                await closed_loop("warm-up", send, warmup, c)
+                for kind in KINDS:
+                    row = self.record(await closed_loop(
+                        f"ingest {kind.upper()}: closed loop", send, closed[kind], c),
+                        stage="ingest", kind=kind)
+                    maximum = row["throughput_rps"]
+                    self.results[f"ingest_{kind}_max_rps"] = maximum
+                    self.results[f"ingest_{kind}_ratio"] = round(maximum / lower, 3)
+                    await self.fresh()
+                    for share in LOAD_SHARES:
+                        rate = maximum * share
+                        requests = signed_requests(
+                            material[kind], kind, int(rate * self.args.open_seconds),
+                            f"open-{kind}-{share}")
+                        self.record(await open_loop(
+                            f"ingest {kind.upper()}: open loop {share:.0%}", send, requests,
+                            rate), stage="ingest", kind=kind, load_share=share)
+                        await self.fresh()
+                self.rss["ingest"] = ingest.peak_rss_mb()
+            finally:
+                ingest.stop()
+
+    async def worker_runs(self) -> None:
+        n = self.args.alerts
+        await self.fresh()
+        async with await aio_pika.connect_robust(self.settings.amqp.url) as connection:
+            channel = await connection.channel(publisher_confirms=True)
+            await stages.events_queue(channel)
+            metrics = f"http://127.0.0.1:{WORKER_PORT}/metrics"
+            distinct = [f"drain-{i}" for i in range(n)]
+            mixed = [f"mixed-{i}" for i in range(int(n * 0.7))]
+            mixed += mixed[: n - len(mixed)]  # 30 % repeats
+            runs = {"new alerts (distinct orders)": distinct,
+                    "duplicates only (the same alerts again)": distinct,
+                    "30 % duplicates": mixed}
+            for name, payment_ids in runs.items():
+                await stages.prefill(channel, payment_ids)
+                worker = await self._start_worker()
+                try:
+                    row = await stages.drain_rate(metrics, len(payment_ids))
+                finally:
+                    self.rss["worker"] = max(self.rss["worker"], worker.peak_rss_mb())
+                    worker.stop()
+                self._worker_row(name, row)
+            await self.fresh()
+            await stages.events_queue(channel)
+            await stages.prefill(channel, [f"bare-{i}" for i in range(n)])
+            self._worker_row("bare baseline (insert, update, publish, ack)",
+                             await stages.bare_baseline(self.settings, n))
+        rows = {r["name"]: r for r in self.results["worker"]}
+        new = rows["new alerts (distinct orders)"]
+        bare = rows["bare baseline (insert, update, publish, ack)"]
+        dup = rows["duplicates only (the same alerts again)"]
+        self.results["worker_ratio"] = round(new["rate"] / bare["rate"], 3)
+        self.results["duplicate_cost_ratio"] = round(dup["ms_per_alert"] / new["ms_per_alert"], 3)
+
+    def _worker_row(self, name: str, row: dict[str, Any]) -> None:
+        self.results.setdefault("worker", []).append({"name": name, **row})
+        print(f"  worker {name:<44} {row['rate']:>8.1f}/s  {row['ms_per_alert']:.2f} ms/alert",
+              flush=True)
+
+    async def _start_worker(self) -> Service:
+        return await Service.start("worker", [], self.env,
+                                   f"http://127.0.0.1:{WORKER_PORT}/readyz", self.folder)
+
+    async def end_to_end(self) -> None:
+        await self.fresh()
+        rate = self.args.e2e_rate
+        material = (self.folder / "gateway_callback_private.pem").read_bytes()
+        requests = signed_requests(material, "rsa", int(rate * self.args.open_seconds), "e2e")
+        worker = await self._start_worker()
+        ingest = await Service.start("ingest", [], self.env,
+                                     f"http://127.0.0.1:{INGEST_PORT}/readyz", self.folder)
+        try:
+            async with await aio_pika.connect_robust(self.settings.amqp.url) as connection:
+                channel = await connection.channel()
+                queue = await stages.events_queue(channel)
+                row = await stages.end_to_end(f"http://127.0.0.1:{INGEST_PORT}", queue,
+                                              requests, rate)
+        finally:
+            self.rss["worker"] = max(self.rss["worker"], worker.peak_rss_mb())
+            self.rss["ingest"] = max(self.rss["ingest"], ingest.peak_rss_mb())
+            ingest.stop()
+            worker.stop()
+        self.results["end_to_end"] = row
+        print(f"  end to end at {rate}/s: {row['latency_ms']}", flush=True)
+
+    async def growth(self) -> None:
+        await self.fresh()
+        rows = []
+        async with await aio_pika.connect_robust(self.settings.amqp.url) as connection:
+            channel = await connection.channel(publisher_confirms=True)
+            await stages.events_queue(channel)
+            for size in (self.args.small, self.args.large):
+                fill_s = await stages.store_orders(self.settings, size)
+                due = await stages.due_query_ms(self.settings)
+                ids = [f"growth-{size}-{i}" for i in range(self.args.growth_alerts)]
+                await stages.prefill(channel, ids)
+                worker = await self._start_worker()
+                try:
+                    drain = await stages.drain_rate(
+                        f"http://127.0.0.1:{WORKER_PORT}/metrics", len(ids))
+                finally:
+                    self.rss["worker"] = max(self.rss["worker"], worker.peak_rss_mb())
+                    worker.stop()
+                row = {"orders": size, "fill_s": round(fill_s, 1), "due_query_ms":
+                       due["median_ms"], "due_found": due["found"],
+                       "worker_ms_per_alert": drain["ms_per_alert"]}
+                rows.append(row)
+                print(f"  {size:>9,} orders stored: due query {row['due_query_ms']} ms, worker "
+                      f"{row['worker_ms_per_alert']} ms/alert", flush=True)
+        self.results["growth"] = rows
+        small, large = rows
+        self.results["growth_worker_ratio"] = round(
+            large["worker_ms_per_alert"] / small["worker_ms_per_alert"], 3)
+        self.results["growth_due_ratio"] = round(large["due_query_ms"] / small["due_query_ms"], 3)
+
+
+def machine() -> dict[str, str]:
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+               platform.processor())
+    mem_kb = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
+                      if line.startswith("MemTotal")))
+    rabbit = subprocess.run(["rabbitmqctl", "version"],  # noqa: S607 - the service script's
+                            capture_output=True, text=True, check=False).stdout.strip()
+    return {"cpu": cpu, "cores": str(os.cpu_count()), "memory_gib": f"{mem_kb / 2**20:.1f}",
+            "kernel": platform.release(), "python": platform.python_version(),
+            "rabbitmq": rabbit or "?", "store": "FerretDB 1.24.2 (SQLite), patched _id index"}
+
+
+async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    bench = Bench(args, folder)
+    started = time.monotonic()
+    print("ceilings and ingest", flush=True)
+    await bench.http_runs()
+    print("worker", flush=True)
+    await bench.worker_runs()
+    print("end to end", flush=True)
+    await bench.end_to_end()
+    print("growth", flush=True)
+    await bench.growth()
+    await bench.fresh()
+    bench.results["peak_rss_mb"] = {k: round(v, 1) for k, v in bench.rss.items()}
+    bench.results["machine"] = machine()
+    bench.results["command"] = "make bench" + (f" ARGS=\"{' '.join(sys.argv[1:])}\""
+                                               if sys.argv[1:] else "")
+    bench.results["parameters"] = vars(args)
+    bench.results["wall_s"] = round(time.monotonic() - started, 1)
+    return bench.results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--requests", type=int, default=4000, help="per closed-loop run")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--open-seconds", type=float, default=8.0, help="per open-loop run")
+    parser.add_argument("--alerts", type=int, default=1500, help="per worker drain run")
+    parser.add_argument("--e2e-rate", type=float, default=20.0)
+    parser.add_argument("--small", type=int, default=10_000, help="orders stored, growth")
+    parser.add_argument("--large", type=int, default=100_000, help="orders stored, growth")
+    parser.add_argument("--growth-alerts", type=int, default=600)
+    parser.add_argument("--out", type=Path, default=Path("docs"))
+    args = parser.parse_args()
+    folder = Path(".bench")  # test keys and config (deploy/devkit.py), and the services' logs
+    if not (folder / "config.toml").exists():
+        subprocess.run([sys.executable, "deploy/devkit.py", "init", str(folder)], check=True)  # noqa: S603
+    results = asyncio.run(run(args, folder))
+    args.out.mkdir(exist_ok=True)
+    (args.out / "benchmarks.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    report.plot(results, args.out / "benchmarks.png")
+    (args.out / "benchmarks.md").write_text(report.markdown(results))
+    print(f"wrote {args.out}/benchmarks.md, .json, .png in {results['wall_s']} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""Ceiling (a): an aiohttp POST handler that reads the body and answers, nothing else.
+`python -m bench.noop PORT`"""
+
+from __future__ import annotations
+
+import sys
+
+from aiohttp import web
+
+
+async def accept(request: web.Request) -> web.Response:
+    await request.read()
+    return web.json_response({"status": "accepted"})
+
+
+def main() -> None:
+    app = web.Application()
+    app.router.add_post("/callbacks/highhelp/success", accept)
+    app.router.add_get("/readyz", lambda _request: accept_probe())
+    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+
+
+async def accept_probe() -> web.Response:
+    return web.json_response({"status": "ready"})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""docs/benchmarks.md (tables, targets, the machine and the command) and the latency plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _ms(row: dict[str, Any], key: str) -> str:
+    value = row["latency_ms"].get(key)
+    return f"{value:.2f}" if value is not None else "-"
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def targets(r: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(target, measured, verdict) for each target of the issue."""
+    runs = {row["name"]: row for row in r["runs"]}
+    rows = []
+    for kind in ("rsa", "hmac"):
+        ratio = r[f"ingest_{kind}_ratio"]
+        rows.append((f"ingest {kind.upper()} max ≥ 80 % of the lower ceiling",
+                     f"{ratio:.0%} ({r[f'ingest_{kind}_max_rps']:.0f} of "
+                     f"{r['lower_ceiling_rps']:.0f}/s)", _verdict(ratio >= 0.8)))
+        half = runs[f"ingest {kind.upper()}: open loop 50%"]["latency_ms"]
+        spread = half["p99"] / half["p50"]
+        rows.append((f"ingest {kind.upper()} p99 ≤ 3 x p50 at 50 % load",
+                     f"{spread:.1f} x ({half['p99']:.1f} / {half['p50']:.1f} ms)",
+                     _verdict(spread <= 3)))
+    rows.append(("worker drain ≥ 60 % of the bare baseline", f"{r['worker_ratio']:.0%}",
+                 _verdict(r["worker_ratio"] >= 0.6)))
+    rows.append(("a duplicate costs < ½ a new alert",
+                 f"{r['duplicate_cost_ratio']:.2f} x", _verdict(r["duplicate_cost_ratio"] < 0.5)))
+    small, large = r["growth"]
+    growth = f"{small['orders']:,} → {large['orders']:,} orders"
+    rows.append((f"per-alert worker cost grows ≤ 1.3 x ({growth})",
+                 f"{r['growth_worker_ratio']:.2f} x", _verdict(r["growth_worker_ratio"] <= 1.3)))
+    rows.append((f"due-order query grows ≤ 1.3 x ({growth})",
+                 f"{r['growth_due_ratio']:.2f} x", _verdict(r["growth_due_ratio"] <= 1.3)))
+    rss = r["peak_rss_mb"]
+    rows.append(("peak RSS: ingest ≤ 120 MB", f"{rss['ingest']:.0f} MB",
+                 _verdict(rss["ingest"] <= 120)))
+    rows.append(("peak RSS: worker ≤ 200 MB", f"{rss['worker']:.0f} MB",
+                 _verdict(rss["worker"] <= 200)))
+    return rows
+
+
+def markdown(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `{r['command']}` ({r['wall_s']:.0f} s), on one machine: {m['cpu']}, "
+        f"{m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']}, Python {m['python']}, "
+        f"RabbitMQ {m['rabbitmq']}, {m['store']}. The load generator, the processes under test "
+        "and both servers share the cores. Raw figures: `benchmarks.json`; plot: "
+        "`benchmarks.png`.",
+        "",
+        "## Targets",
+        "",
+        "| target | measured | |",
+        "|---|---|---|",
+        *(f"| {t} | {v} | {ok} |" for t, v, ok in targets(r)),
+        "",
+        "## HTTP: ceilings and ingest",
+        "",
+        f"Same client (aiohttp, {r['parameters']['concurrency']} requests in flight for closed "
+        "loops), distinct signed alerts made before the clock starts. Open-loop latency is "
+        "counted from each request's due time.",
+        "",
+        "| run | throughput /s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | answers |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in r["runs"]:
+        answers = ", ".join(f"{k}: {v}" for k, v in row["statuses"].items())
+        lines.append(f"| {row['name']} | {row['throughput_rps']:.0f} | {_ms(row, 'p50')} | "
+                     f"{_ms(row, 'p90')} | {_ms(row, 'p99')} | {_ms(row, 'p99.9')} | "
+                     f"{_ms(row, 'max')} | {answers} |")
+    lines += [
+        "",
+        "## Worker",
+        "",
+        "Drain of a pre-filled `hh.callbacks.process` queue by one `hh-worker` process, beside a "
+        "bare consumer written in the benchmark (consume, one insert, one update, one confirmed "
+        "publish, ack) with the same prefetch.",
+        "",
+        "| run | alerts | alerts/s | ms per alert |",
+        "|---|---:|---:|---:|",
+        *(f"| {w['name']} | {w['alerts']:.0f} | {w['rate']:.1f} | {w['ms_per_alert']:.2f} |"
+          for w in r["worker"]),
+        "",
+        "## End to end",
+        "",
+    ]
+    e2e = r["end_to_end"]
+    lat = e2e["latency_ms"]
+    lines += [
+        f"POST to the event on `hh.orders`, at {e2e['offered_rps']:.0f} alerts/s offered: "
+        f"{e2e['events']} of {e2e['requests']} events; p50 {lat.get('p50', 0):.1f} ms, "
+        f"p90 {lat.get('p90', 0):.1f} ms, p99 {lat.get('p99', 0):.1f} ms, "
+        f"max {lat.get('max', 0):.1f} ms.",
+        "",
+        "## Growth",
+        "",
+        "| orders stored | time to store them s | due-order query ms | worker ms per alert |",
+        "|---:|---:|---:|---:|",
+        *(f"| {g['orders']:,} | {g['fill_s']:.0f} | {g['due_query_ms']:.1f} | "
+          f"{g['worker_ms_per_alert']:.2f} |" for g in r["growth"]),
+        "",
+        f"Peak RSS: ingest {r['peak_rss_mb']['ingest']:.0f} MB, "
+        f"worker {r['peak_rss_mb']['worker']:.0f} MB.",
+        "",
+    ]
+    notes = r.get("notes")
+    if notes:
+        lines += ["## Notes", "", *notes, ""]
+    return "\n".join(lines)
+
+
+def plot(r: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for axis, kind in zip(axes, ("rsa", "hmac"), strict=True):
+        rows = sorted((row for row in r["runs"] if row.get("kind") == kind
+                       and row.get("load_share")), key=lambda row: row["offered_rps"])
+        loads = [row["offered_rps"] for row in rows]
+        for key in ("p50", "p90", "p99", "p99.9"):
+            axis.plot(loads, [row["latency_ms"][key] for row in rows], marker="o", label=key)
+        axis.set_title(f"ingest, {kind.upper()}-signed alerts")
+        axis.set_xlabel("offered load, alerts/s (25 %, 50 %, 80 % of max)")
+        axis.set_yscale("log")
+        axis.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("latency, ms")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)

@@ -1,0 +1,224 @@
+"""The stages measured against their ceilings: the worker's drain rate beside a bare baseline,
+end-to-end latency, and cost as the stored data grows."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import statistics
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aio_pika
+import aiohttp
+
+from bench.loadgen import Request, alert_value, percentiles
+from shared import mongo
+from shared.envelope import AlertEnvelope
+from shared.settings import Settings
+from shared.topology import (
+    CALLBACKS_EXCHANGE,
+    IDEMPOTENCY_HEADER,
+    ORDERS_EXCHANGE,
+    PROCESS_QUEUE,
+    callback_routing_key,
+)
+from worker.store import OrderStore
+
+EVENTS_QUEUE = "hh.bench.events"  # stands in for a downstream service's queue
+
+
+def envelope(payment_id: str) -> tuple[bytes, str]:
+    """What ingest would publish for a verified `success` alert, and its idempotency key."""
+    value = alert_value(payment_id)
+    body = json.dumps(value, separators=(",", ":"))
+    key = f"{value['project_id']}:{payment_id}:success:None"
+    return AlertEnvelope(
+        body=body, route="success", timestamp=str(int(time.time())), key_id="rsa:bench",
+        received_at=time.time(), correlation_id=uuid.uuid4().hex).to_bytes(), key
+
+
+async def prefill(channel: aio_pika.abc.AbstractChannel, payment_ids: Sequence[str]) -> None:
+    """Fill the process queue as ingest would (confirmed publishes, 64 in flight)."""
+    exchange = await channel.get_exchange(CALLBACKS_EXCHANGE)
+    routing_key = callback_routing_key("success")
+
+    async def one(payment_id: str) -> None:
+        body, key = envelope(payment_id)
+        await exchange.publish(aio_pika.Message(
+            body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            headers={IDEMPOTENCY_HEADER: key}), routing_key=routing_key)
+
+    for start in range(0, len(payment_ids), 64):
+        await asyncio.gather(*(one(p) for p in payment_ids[start:start + 64]))
+
+
+async def events_queue(channel: aio_pika.abc.AbstractChannel) -> aio_pika.abc.AbstractQueue:
+    queue = await channel.declare_queue(
+        EVENTS_QUEUE, durable=True, arguments={"x-queue-type": "quorum"})
+    await queue.bind(ORDERS_EXCHANGE, "order.#")
+    await queue.purge()
+    return queue
+
+
+async def processed_count(http: aiohttp.ClientSession, metrics_url: str) -> float:
+    async with http.get(metrics_url) as response:
+        text = await response.text()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("hh_worker_alerts_total{"))
+
+
+async def drain_rate(metrics_url: str, expected: int, limit_s: float = 900
+                     ) -> dict[str, float]:
+    """Alerts per second of a running worker emptying the queue: counted from the first
+    reading of its metrics to the reading that shows all `expected` processed."""
+    async with aiohttp.ClientSession() as http:
+        first_count, first_at = await processed_count(http, metrics_url), time.perf_counter()
+        deadline = first_at + limit_s
+        while (count := await processed_count(http, metrics_url)) < expected:
+            if time.perf_counter() > deadline:
+                raise RuntimeError(f"worker drained {count} of {expected} in {limit_s}s")
+            await asyncio.sleep(0.05)  # sampling a counter; the resolution is in the figure
+        elapsed = time.perf_counter() - first_at
+    done = count - first_count
+    return {"alerts": done, "elapsed_s": round(elapsed, 3), "rate": round(done / elapsed, 1),
+            "ms_per_alert": round(1000 * elapsed / done, 3)}
+
+
+async def bare_baseline(settings: Settings, expected: int) -> dict[str, float]:
+    """The least a worker could do per alert, written here: consume, one insert, one update,
+    one confirmed publish, ack; same prefetch, same broker and database."""
+    client: Any = mongo.client(settings.mongo)
+    db = client[settings.mongo.database]
+    connection = await aio_pika.connect_robust(settings.amqp.url)
+    try:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=settings.amqp.prefetch)
+        publish_channel = await connection.channel(publisher_confirms=True)
+        orders = await publish_channel.get_exchange(ORDERS_EXCHANGE)
+        queue = await channel.get_queue(PROCESS_QUEUE)
+        done = asyncio.Event()
+        count = 0
+
+        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            nonlocal count
+            raw = json.loads(message.body)
+            alert = json.loads(raw["body"])
+            order_id = f"{alert['project_id']}:{alert['general']['payment_id']}"
+            await db.bench_inbox.insert_one({"_id": message.headers[IDEMPOTENCY_HEADER],
+                                             "body": raw["body"]})
+            await db.bench_orders.update_one({"_id": order_id},
+                                             {"$set": {"status": "success"}}, upsert=True)
+            await orders.publish(aio_pika.Message(
+                message.body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                routing_key="order.success", mandatory=True)
+            await message.ack()
+            count += 1
+            if count >= expected:
+                done.set()
+
+        started = time.perf_counter()
+        tag = await queue.consume(on_message)
+        await asyncio.wait_for(done.wait(), 900)
+        elapsed = time.perf_counter() - started
+        await queue.cancel(tag)
+    finally:
+        await connection.close()
+        await client.close()
+    return {"alerts": expected, "elapsed_s": round(elapsed, 3),
+            "rate": round(expected / elapsed, 1),
+            "ms_per_alert": round(1000 * elapsed / expected, 3)}
+
+
+class EventClock:
+    """Arrival time of each order's event on the downstream queue, by payment_id."""
+
+    def __init__(self, expected: int) -> None:
+        self.arrived: dict[str, float] = {}
+        self.expected = expected
+        self.all_arrived = asyncio.Event()
+
+    async def on_event(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        self.arrived[json.loads(message.body)["payment_id"]] = time.perf_counter()
+        await message.ack()
+        if len(self.arrived) >= self.expected:
+            self.all_arrived.set()
+
+
+async def end_to_end(
+    base_url: str, queue: aio_pika.abc.AbstractQueue, requests: Sequence[Request], rate: float,
+) -> dict[str, Any]:
+    """POST at a fixed rate; latency from each POST's due time to its event on hh.orders."""
+    clock = EventClock(len(requests))
+    tag = await queue.consume(clock.on_event)
+    due: dict[str, float] = {}
+    statuses: dict[str, int] = {}
+    async with aiohttp.ClientSession() as http:
+        async def one(request: Request, at: float) -> None:
+            async with http.post(base_url + request.path, data=request.body,
+                                 headers=request.headers) as response:
+                statuses[str(response.status)] = statuses.get(str(response.status), 0) + 1
+            due[request.payment_id] = at
+
+        start = time.perf_counter()
+        tasks = []
+        for n, request in enumerate(requests):
+            at = start + n / rate
+            if (delay := at - time.perf_counter()) > 0:
+                await asyncio.sleep(delay)  # pacing the arrivals
+            tasks.append(asyncio.create_task(one(request, at)))
+        await asyncio.gather(*tasks)
+        with contextlib.suppress(TimeoutError):  # the report says how many arrived
+            await asyncio.wait_for(clock.all_arrived.wait(), 120)
+    await queue.cancel(tag)
+    latencies = [clock.arrived[p] - due[p] for p in due if p in clock.arrived]
+    return {"offered_rps": rate, "requests": len(requests), "events": len(latencies),
+            "statuses": statuses,
+            "latency_ms": {k: round(v * 1000, 1) for k, v in percentiles(latencies).items()}}
+
+
+async def store_orders(settings: Settings, count: int, batch: int = 2000) -> float:
+    """Store `count` settled orders as the worker would have left them (view, log entry, inbox
+    record, published marker, schedule); a few are due for a poll. Returns seconds taken."""
+    client: Any = mongo.client(settings.mongo)
+    c = mongo.Collections.of(client[settings.mongo.database])
+    now = datetime.now(UTC)
+    existing = await c.orders.estimated_document_count()
+    started = time.perf_counter()
+    for first in range(existing, count, batch):
+        ids = [f"grown-{n}" for n in range(first, min(count, first + batch))]
+        order_ids = [f"bench:{p}" for p in ids]
+        pairs = list(zip(order_ids, ids, strict=True))
+        await asyncio.gather(
+            c.orders.insert_many([{
+                "_id": o, "payment_id": p, "status": "processing", "sub_status": "new",
+                "seq": 1, "next_poll_at": now - timedelta(minutes=1) if n % 1000 == 0
+                else now + timedelta(days=1)} for n, (o, p) in enumerate(pairs)]),
+            c.transitions.insert_many([{
+                "_id": f"{o}:1", "order_id": o, "seq": 1, "recorded_at": now,
+                "to": {"status": "processing", "sub_status": "new"}} for o in order_ids]),
+            c.callbacks.insert_many([{"_id": f"{o}:processing:new", "payment_id": p}
+                                     for o, p in pairs]),
+            c.published.insert_many([{"_id": uuid.uuid4().hex, "at": now} for _ in ids]),
+        )
+    elapsed = time.perf_counter() - started
+    await client.close()
+    return elapsed
+
+
+async def due_query_ms(settings: Settings, repeats: int = 5) -> dict[str, float]:
+    client: Any = mongo.client(settings.mongo)
+    store = OrderStore(mongo.Collections.of(client[settings.mongo.database]), {},
+                       settings.poller)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        due = await store.due_orders(datetime.now(UTC), 100)
+        times.append(time.perf_counter() - started)
+    await client.close()
+    return {"median_ms": round(1000 * statistics.median(times), 2), "found": len(due)}
+
