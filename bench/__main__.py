@@ -29,7 +29,7 @@ from bench.loadgen import (
 from bench.processes import Service
 from shared import mongo
 from shared.settings import Settings, load_settings
-from shared.topology import PROCESS_QUEUE
+from shared.topology import PROCESS_QUEUE, contract_topology, declare
 
 INGEST_PORT, WORKER_PORT, NOOP_PORT = 18080, 18081, 18082
 LOAD_SHARES = (0.25, 0.50, 0.80)
@@ -67,9 +67,10 @@ class Bench:
         await client.close()
         async with await aio_pika.connect_robust(self.settings.amqp.url) as connection:
             channel = await connection.channel()
-            for name in (PROCESS_QUEUE, stages.EVENTS_QUEUE):
-                queue = await channel.get_queue(name, ensure=False)
-                await queue.purge()
+            declared = await declare(channel, contract_topology(
+                self.settings.amqp.delivery_limit, self.settings.worker.retry_delays_s))
+            await declared.queues[PROCESS_QUEUE].purge()
+            await stages.events_queue(channel)
 
     async def http_runs(self) -> None:
         """Ceiling (a), ceilings (b)/(c), and ingest with RSA and HMAC."""

@@ -58,9 +58,10 @@ async def consume_ceiling(url: str, expected: int, prefetch: int) -> Result:
                 done.set()
 
         started = time.perf_counter()
-        await queue.consume(on_message)
+        tag = await queue.consume(on_message)
         await asyncio.wait_for(done.wait(), 300)
         result.elapsed_s = time.perf_counter() - started
+        await queue.cancel(tag)
         result.latencies = [result.elapsed_s / expected] * expected  # per message, on average
         result.statuses["acked"] = expected
         await queue.delete(if_unused=False, if_empty=False)

@@ -210,7 +210,7 @@ async def store_orders(settings: Settings, count: int, batch: int = 2000) -> flo
     return elapsed
 
 
-async def due_query_ms(settings: Settings, repeats: int = 5) -> dict[str, float]:
+async def due_query_ms(settings: Settings, repeats: int = 3) -> dict[str, float]:
     client: Any = mongo.client(settings.mongo)
     store = OrderStore(mongo.Collections.of(client[settings.mongo.database]), {},
                        settings.poller)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import signal
 
+import uvloop
+
 from shared import logs
 from shared.settings import load_settings
 from worker.app import Worker
@@ -26,7 +28,7 @@ async def run() -> None:
 
 
 def main() -> None:
-    asyncio.run(run())
+    uvloop.run(run())  # libuv's loop: less overhead per message than asyncio's
 
 
 if __name__ == "__main__":

@@ -92,10 +92,14 @@ class OrderStore:
         read the whole log for every alert.)"""
         latest = self._seen.get(order_id)
         if latest is None:
+            # No step 1 means no log at all: a new order (the common case) costs one read.
+            latest = await self.c.transitions.find_one({"_id": f"{order_id}:1"})
+            if latest is None:
+                return None
             view = await self.c.orders.find_one({"_id": order_id}, projection={"seq": 1})
             seq = int(view.get("seq") or 0) if view else 0
-            if seq:
-                latest = await self.c.transitions.find_one({"_id": f"{order_id}:{seq}"})
+            if seq > 1:
+                latest = await self.c.transitions.find_one({"_id": f"{order_id}:{seq}"}) or latest
         return await self._newer(order_id, latest)
 
     async def _newer(self, order_id: str, latest: Document | None) -> Document | None:
