@@ -8,10 +8,30 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import ClassVar
 
+import aiohttp
+
 from tests.conftest import LOG_LINES
+
+
+async def http_status(http: aiohttp.ClientSession, url: str) -> int | None:
+    """The status a GET of `url` gets; None if nobody answers."""
+    try:
+        async with http.get(url) as response:
+            return response.status
+    except aiohttp.ClientError:
+        return None
+
+
+def answers(http: aiohttp.ClientSession, url: str, status: int | None
+            ) -> Callable[[], Awaitable[bool]]:
+    """A probe for wait_until: does a GET of `url` get `status` (None: nobody listens)?"""
+    async def probe() -> bool:
+        return await http_status(http, url) == status
+    return probe
 
 
 def free_port() -> int:

@@ -15,7 +15,7 @@ from shared.settings import Settings
 from shared.signature import load_signing_key
 from tests.conftest import toml_text, wait_until, write_config
 from tests.keys import alert_body, gateway_hmac, gateway_rsa, key_pem, signed_headers
-from tests.processes import ServiceProcess, free_port
+from tests.processes import ServiceProcess, answers, free_port
 
 pytestmark = pytest.mark.services
 
@@ -37,13 +37,8 @@ async def test_sighup_swaps_keys_without_dropping_requests(
     url = f"http://127.0.0.1:{port}/callbacks/highhelp"
     try:
         async with aiohttp.ClientSession() as http:
-            async def ready() -> bool:
-                try:
-                    async with http.get(f"http://127.0.0.1:{port}/readyz") as r:
-                        return r.status == 200
-                except aiohttp.ClientError:
-                    return False
-            await wait_until(ready, 30, "ingest ready")
+            await wait_until(answers(http, f"http://127.0.0.1:{port}/readyz", 200), 30,
+                             "ingest ready")
 
             async def status(key: Any, n: int) -> int:
                 body = alert_body(f"reload-{n}")

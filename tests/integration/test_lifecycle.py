@@ -21,7 +21,7 @@ from shared.settings import Settings
 from tests.conftest import take_queued, toml_text, wait_until, write_config
 from tests.integration.test_pipeline import post
 from tests.keys import alert_body, gateway_rsa, signed_headers
-from tests.processes import ServiceProcess, free_port
+from tests.processes import ServiceProcess, answers, free_port, http_status
 from worker.app import Worker
 
 pytestmark = pytest.mark.services
@@ -30,14 +30,6 @@ pytestmark = pytest.mark.services
 async def queued_payment_ids(channel: aio_pika.abc.AbstractChannel) -> list[str]:
     envelopes = [AlertEnvelope.from_bytes(body) for body in await take_queued(channel)]
     return [parse_alert(decode_body(e.body.encode())[1]).payment_id for e in envelopes]
-
-
-async def get_status(http: aiohttp.ClientSession, url: str) -> int | None:
-    try:
-        async with http.get(url) as response:
-            return response.status
-    except aiohttp.ClientConnectionError:
-        return None  # nobody listens
 
 
 async def test_ingest_drains_on_sigterm(
@@ -52,7 +44,7 @@ async def test_ingest_drains_on_sigterm(
     base = f"http://127.0.0.1:{port}"
     # A fresh connection per request: a kept-alive one would hide that the listener closed.
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
-        await wait_until(lambda: _is(get_status(http, f"{base}/readyz"), 200), 30, "ingest ready")
+        await wait_until(answers(http, f"{base}/readyz", 200), 30, "ingest ready")
 
         # A request in flight: headers and half the body sent, the rest held back.
         slow_body = alert_body("drain-slow", "success", None)
@@ -69,7 +61,7 @@ async def test_ingest_drains_on_sigterm(
         await wait_until(in_flight, 10, "the slow request to be in flight")
 
         ingest.signal(signal.SIGTERM)
-        await wait_until(lambda: _is(get_status(http, f"{base}/readyz"), 503), 10,
+        await wait_until(answers(http, f"{base}/readyz", 503), 10,
                          "readiness 503 while draining")
         # While draining, alerts are still served: the one in flight completes...
         writer.write(slow_body[20:])
@@ -81,17 +73,13 @@ async def test_ingest_drains_on_sigterm(
         async with http.post(f"{base}/callbacks/highhelp", data=body,
                              headers=signed_headers(body, gateway_rsa())) as response:
             assert response.status == 200
-        await wait_until(lambda: _is(get_status(http, f"{base}/healthz"), None), 10,
+        await wait_until(answers(http, f"{base}/healthz", None), 10,
                          "the listener to close")
 
     assert await ingest.wait() == 0, ingest.output()[-3000:]
     assert ingest.count("ingest_stopped") == 1
     # both confirmed before the process left
     assert sorted(await queued_payment_ids(amqp)) == ["drain-during", "drain-slow"]
-
-
-async def _is(status: Any, expected: int | None) -> bool:
-    return await status == expected
 
 
 async def test_worker_drains_on_stop(
@@ -106,7 +94,7 @@ async def test_worker_drains_on_stop(
     order_id = parse_alert(decode_body(body)[1]).order_id
     readyz = f"http://127.0.0.1:{port}/readyz"
     async with aiohttp.ClientSession() as http:
-        assert await get_status(http, readyz) == 200
+        assert await http_status(http, readyz) == 200
         # Holding the order's lock keeps the worker's message in flight until we let go.
         async with worker.processor.locks(order_id):
             assert await post(ingest, body, "success") == 200
@@ -115,7 +103,7 @@ async def test_worker_drains_on_stop(
                 return len(worker.consumer.in_flight) == 1
             await wait_until(in_flight, 10, "the alert to be in flight")
             stopping = asyncio.create_task(worker.stop())
-            await wait_until(lambda: _is(get_status(http, readyz), 503), 10,
+            await wait_until(answers(http, readyz, 503), 10,
                              "readiness 503 while draining")
             assert not stopping.done() and worker.consumer.in_flight
         await asyncio.wait_for(stopping, 30)

@@ -25,7 +25,7 @@ from shared.topology import DEAD_QUEUE
 from tests.conftest import take_queued, toml_text, wait_until, write_config
 from tests.integration.test_broker_outage import rabbitmqctl
 from tests.keys import alert_body, gateway_hmac, gateway_rsa, signed_headers
-from tests.processes import ServiceProcess, free_port
+from tests.processes import ServiceProcess, answers, free_port
 
 pytestmark = [pytest.mark.services, pytest.mark.soak]
 
@@ -154,12 +154,7 @@ async def test_soak(
         return sum(w.count("alert_processed") for w in workers)
 
     async with aiohttp.ClientSession() as http:
-        async def ready() -> bool:
-            try:
-                async with http.get(f"{base}/readyz") as response:
-                    return response.status == 200
-            except aiohttp.ClientError:
-                return False
+        ready = answers(http, f"{base}/readyz", 200)
         await wait_until(ready, 30, "ingest ready")
         sender = Sender(http, base, tally)
         numbered = list(enumerate(stream))
