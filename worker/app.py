@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Coroutine
+from typing import Any
 
 import aiohttp
 import structlog
@@ -23,6 +25,14 @@ from worker.processor import Processor, WorkerMetrics
 from worker.store import OrderStore
 
 log = structlog.get_logger("worker")
+STOP_STEP_S = 10.0  # the longest any one step of a stop may take
+
+
+async def _bounded(step: str, closing: Coroutine[Any, Any, None]) -> None:
+    try:
+        await asyncio.wait_for(closing, STOP_STEP_S)
+    except TimeoutError:
+        log.warning("stop_step_timed_out", step=step, after_s=STOP_STEP_S)
 
 
 class Worker:
@@ -103,13 +113,17 @@ class Worker:
             await asyncio.wait(set(self.consumer.in_flight), timeout=30)
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            _done, stuck = await asyncio.wait(self._tasks, timeout=STOP_STEP_S)
+            if stuck:
+                log.warning("worker_tasks_not_stopped", tasks=len(stuck))
+        # Each step is bounded: a stop must end even if a peer stops answering mid-close.
         if self._http_session is not None:
-            await self._http_session.close()
-        await self.broker.close()
-        await self.mongo_client.close()
+            await _bounded("http_session_close", self._http_session.close())
+        await _bounded("broker_close", self.broker.close())
+        await _bounded("mongo_close", self.mongo_client.close())
         if self._runner is not None:
-            await self._runner.cleanup()
+            await _bounded("http_server_close", self._runner.cleanup())
         log.info("worker_stopped")
 
     async def _start_http(self) -> None:

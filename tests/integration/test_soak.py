@@ -27,7 +27,7 @@ from tests.integration.test_broker_outage import rabbitmqctl
 from tests.keys import alert_body, gateway_hmac, gateway_rsa, signed_headers
 from tests.processes import ServiceProcess, answers, free_port
 
-pytestmark = [pytest.mark.services, pytest.mark.soak]
+pytestmark = [pytest.mark.services, pytest.mark.soak, pytest.mark.timeout(1800)]
 
 TOTAL = 20_000
 DUPLICATE_SHARE = 0.25
