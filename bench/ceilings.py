@@ -3,13 +3,11 @@ queue, and a raw consume+ack of that queue, with the load generator's lanes and 
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Sequence
 
 import aio_pika
 
-from bench.loadgen import Request, Result, Send, closed_loop
+from bench.loadgen import Request, Result, Send, closed_loop, consume_timed
 
 CEILING_QUEUE = "hh.bench.ceiling"
 
@@ -39,6 +37,10 @@ async def publish_ceiling(url: str, requests: Sequence[Request], concurrency: in
         await connection.close()
 
 
+async def _ack(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+    await message.ack()
+
+
 async def consume_ceiling(url: str, expected: int, prefetch: int) -> Result:
     """Consume and ack what `publish_ceiling` left in the queue."""
     connection = await aio_pika.connect_robust(url)
@@ -47,21 +49,7 @@ async def consume_ceiling(url: str, expected: int, prefetch: int) -> Result:
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=prefetch)
         queue = await channel.get_queue(CEILING_QUEUE)
-        done = asyncio.Event()
-        count = 0
-
-        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            nonlocal count
-            await message.ack()
-            count += 1
-            if count >= expected:
-                done.set()
-
-        started = time.perf_counter()
-        tag = await queue.consume(on_message)
-        await asyncio.wait_for(done.wait(), 300)
-        result.elapsed_s = time.perf_counter() - started
-        await queue.cancel(tag)
+        result.elapsed_s = await consume_timed(queue, expected, _ack, limit_s=300)
         result.latencies = [result.elapsed_s / expected] * expected  # per message, on average
         result.statuses["acked"] = expected
         await queue.delete(if_unused=False, if_empty=False)

@@ -15,6 +15,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
 
+import aio_pika
 import aiohttp
 
 from shared.signature import SigningKey, load_signing_key, signing_message
@@ -86,6 +87,7 @@ class Result:
     elapsed_s: float = 0.0
     latencies: list[float] = field(default_factory=list)
     statuses: Counter[str] = field(default_factory=Counter)
+    due_at: dict[str, float] = field(default_factory=dict)  # open loop: payment_id -> loop time
 
     @property
     def throughput(self) -> float:
@@ -113,6 +115,28 @@ def percentiles(samples: Sequence[float]) -> dict[str, float]:
 
 
 Send = Callable[[Request], Awaitable[str]]
+Handle = Callable[[aio_pika.abc.AbstractIncomingMessage], Awaitable[None]]
+
+
+async def consume_timed(queue: aio_pika.abc.AbstractQueue, expected: int, handle: Handle,
+                        limit_s: float = 900) -> float:
+    """Consume with `handle` (which acks) until `expected` messages are handled; seconds."""
+    done = asyncio.Event()
+    count = 0
+
+    async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        nonlocal count
+        await handle(message)
+        count += 1
+        if count >= expected:
+            done.set()
+
+    started = time.perf_counter()
+    tag = await queue.consume(on_message)
+    await asyncio.wait_for(done.wait(), limit_s)
+    elapsed = time.perf_counter() - started
+    await queue.cancel(tag)
+    return elapsed
 
 
 def http_sender(session: aiohttp.ClientSession, base_url: str) -> Send:
@@ -156,6 +180,7 @@ async def open_loop(name: str, send: Send, requests: Sequence[Request], rate: fl
     start = loop.time()
 
     async def one(request: Request, due: float) -> None:
+        result.due_at[request.payment_id] = due
         status = await send(request)
         result.latencies.append(loop.time() - due)
         result.statuses[status] += 1

@@ -16,11 +16,11 @@ async def accept(request: web.Request) -> web.Response:
 def main() -> None:
     app = web.Application()
     app.router.add_post("/callbacks/highhelp/success", accept)
-    app.router.add_get("/readyz", lambda _request: accept_probe())
+    app.router.add_get("/readyz", ready)
     web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
 
 
-async def accept_probe() -> web.Response:
+async def ready(_request: web.Request) -> web.Response:
     return web.json_response({"status": "ready"})
 
 

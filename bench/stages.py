@@ -16,8 +16,16 @@ from typing import Any
 import aio_pika
 import aiohttp
 
-from bench.loadgen import Request, alert_value, percentiles
+from bench.loadgen import (
+    Request,
+    alert_value,
+    consume_timed,
+    http_sender,
+    open_loop,
+    percentiles,
+)
 from shared import mongo
+from shared.alert import parse_alert
 from shared.envelope import AlertEnvelope
 from shared.settings import Settings
 from shared.topology import (
@@ -36,7 +44,7 @@ def envelope(payment_id: str) -> tuple[bytes, str]:
     """What ingest would publish for a verified `success` alert, and its idempotency key."""
     value = alert_value(payment_id)
     body = json.dumps(value, separators=(",", ":"))
-    key = f"{value['project_id']}:{payment_id}:success:None"
+    key = parse_alert(value).idempotency_key
     return AlertEnvelope(
         body=body, route="success", timestamp=str(int(time.time())), key_id="rsa:bench",
         received_at=time.time(), correlation_id=uuid.uuid4().hex).to_bytes(), key
@@ -101,11 +109,8 @@ async def bare_baseline(settings: Settings, expected: int) -> dict[str, float]:
         publish_channel = await connection.channel(publisher_confirms=True)
         orders = await publish_channel.get_exchange(ORDERS_EXCHANGE)
         queue = await channel.get_queue(PROCESS_QUEUE)
-        done = asyncio.Event()
-        count = 0
 
         async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            nonlocal count
             raw = json.loads(message.body)
             alert = json.loads(raw["body"])
             order_id = f"{alert['project_id']}:{alert['general']['payment_id']}"
@@ -117,15 +122,8 @@ async def bare_baseline(settings: Settings, expected: int) -> dict[str, float]:
                 message.body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
                 routing_key="order.success", mandatory=True)
             await message.ack()
-            count += 1
-            if count >= expected:
-                done.set()
 
-        started = time.perf_counter()
-        tag = await queue.consume(on_message)
-        await asyncio.wait_for(done.wait(), 900)
-        elapsed = time.perf_counter() - started
-        await queue.cancel(tag)
+        elapsed = await consume_timed(queue, expected, on_message)
     finally:
         await connection.close()
         await client.close()
@@ -135,7 +133,7 @@ async def bare_baseline(settings: Settings, expected: int) -> dict[str, float]:
 
 
 class EventClock:
-    """Arrival time of each order's event on the downstream queue, by payment_id."""
+    """Arrival time (loop time) of each order's event on the downstream queue."""
 
     def __init__(self, expected: int) -> None:
         self.arrived: dict[str, float] = {}
@@ -143,7 +141,8 @@ class EventClock:
         self.all_arrived = asyncio.Event()
 
     async def on_event(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
-        self.arrived[json.loads(message.body)["payment_id"]] = time.perf_counter()
+        payment_id = json.loads(message.body)["payment_id"]
+        self.arrived[payment_id] = asyncio.get_running_loop().time()
         await message.ack()
         if len(self.arrived) >= self.expected:
             self.all_arrived.set()
@@ -155,29 +154,14 @@ async def end_to_end(
     """POST at a fixed rate; latency from each POST's due time to its event on hh.orders."""
     clock = EventClock(len(requests))
     tag = await queue.consume(clock.on_event)
-    due: dict[str, float] = {}
-    statuses: dict[str, int] = {}
     async with aiohttp.ClientSession() as http:
-        async def one(request: Request, at: float) -> None:
-            async with http.post(base_url + request.path, data=request.body,
-                                 headers=request.headers) as response:
-                statuses[str(response.status)] = statuses.get(str(response.status), 0) + 1
-            due[request.payment_id] = at
-
-        start = time.perf_counter()
-        tasks = []
-        for n, request in enumerate(requests):
-            at = start + n / rate
-            if (delay := at - time.perf_counter()) > 0:
-                await asyncio.sleep(delay)  # pacing the arrivals
-            tasks.append(asyncio.create_task(one(request, at)))
-        await asyncio.gather(*tasks)
+        sent = await open_loop("end to end", http_sender(http, base_url), requests, rate)
         with contextlib.suppress(TimeoutError):  # the report says how many arrived
             await asyncio.wait_for(clock.all_arrived.wait(), 120)
     await queue.cancel(tag)
-    latencies = [clock.arrived[p] - due[p] for p in due if p in clock.arrived]
+    latencies = [clock.arrived[p] - due for p, due in sent.due_at.items() if p in clock.arrived]
     return {"offered_rps": rate, "requests": len(requests), "events": len(latencies),
-            "statuses": statuses,
+            "statuses": dict(sent.statuses),
             "latency_ms": {k: round(v * 1000, 1) for k, v in percentiles(latencies).items()}}
 
 

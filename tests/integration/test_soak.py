@@ -24,6 +24,7 @@ from shared.settings import Settings
 from shared.topology import DEAD_QUEUE
 from tests.conftest import take_queued, toml_text, wait_until, write_config
 from tests.integration.test_broker_outage import rabbitmqctl
+from tests.integration.test_pipeline import ROUTE_PATH
 from tests.keys import alert_body, gateway_hmac, gateway_rsa, signed_headers
 from tests.processes import ServiceProcess, answers, free_port
 
@@ -97,8 +98,8 @@ class Sender:
         base = self.base_ts.setdefault(alert.payment_id, int(time.time()))
         key = gateway_hmac() if n % 2 else gateway_rsa()
         try:
-            async with self.http.post(f"{self.url}/callbacks/highhelp" + (
-                    "" if alert.route == "callback" else f"/{alert.route}"), data=body,
+            async with self.http.post(
+                    self.url + ROUTE_PATH[alert.route], data=body,
                     headers=signed_headers(body, key, base + alert.step)) as response:
                 status = response.status
         except aiohttp.ClientError:
