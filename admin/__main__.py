@@ -26,14 +26,13 @@ from ingest.diagnose import diagnose
 from shared import logs, mongo
 from shared.alert import order_id
 from shared.broker import Broker
-from shared.gateway import GatewayClient
-from shared.registration import Registration, publish_registration
+from shared.registrar import publish_registration
+from shared.registration import Registration
 from shared.settings import Settings, SettingsError, load_settings
-from worker.poller import Poller
-from worker.processor import Processor, WorkerMetrics
+from shared.wire import FLOWS, PRODUCTS
+from worker import parts
 from worker.records import utc
 from worker.schedule import next_slot
-from worker.store import OrderStore
 
 
 def _print(value: Any) -> None:
@@ -77,23 +76,20 @@ async def orders_register(settings: Settings, args: argparse.Namespace) -> int:
 async def orders_poll_now(settings: Settings, project_id: str, payment_id: str) -> int:
     """Poll one order now, from this process, through the same claim and state machine."""
     client = mongo.client(settings.mongo)
-    store = OrderStore(mongo.Collections.of(client[settings.mongo.database]),
-                       settings.projects, settings.poller)
     broker = Broker.for_settings(settings)
     await broker.connect()
     key = order_id(project_id, payment_id)
     try:
-        view = await store.c.orders.find_one({"_id": key})
-        if view is None or view["final"]:
-            print(f"{key}: {'no such order' if view is None else 'already final'}",
-                  file=sys.stderr)
-            return 1
-        slot = next_slot(view, await store.schedule(key))
         async with aiohttp.ClientSession() as session:
-            project = settings.projects[project_id]
-            poller = Poller(Processor(store, broker, WorkerMetrics()),
-                            {project_id: GatewayClient(project, session)}, settings.poller)
-            made = await poller.poll(view, slot, utc(time.time()))
+            worker = parts.build(settings, client, broker, session)
+            store = worker.store
+            view = await store.c.orders.find_one({"_id": key})
+            if view is None or view["final"]:
+                print(f"{key}: {'no such order' if view is None else 'already final'}",
+                      file=sys.stderr)
+                return 1
+            slot = next_slot(view, await store.schedule(key))
+            made = await worker.poller.poll(view, slot, utc(time.time()))
         if not made:
             print(f"{key}: another replica is polling it right now", file=sys.stderr)
             return 1
@@ -161,8 +157,8 @@ def main() -> None:
         p.add_argument("project_id")
         p.add_argument("payment_id")
         if name == "register":
-            p.add_argument("--product", choices=["p2p", "ecom", "widget"], required=True)
-            p.add_argument("--flow", choices=["payin", "payout"], required=True)
+            p.add_argument("--product", choices=PRODUCTS, required=True)
+            p.add_argument("--flow", choices=FLOWS, required=True)
             p.add_argument("--amount", type=int)
             p.add_argument("--currency")
     v = sub.add_parser("verify")

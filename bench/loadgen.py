@@ -5,7 +5,6 @@ status recorded."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 import uuid
@@ -18,7 +17,9 @@ from typing import Literal
 import aio_pika
 import aiohttp
 
-from shared.signature import SigningKey, load_signing_key, signing_message
+from shared.signature import SigningKey, load_signing_key
+from shared.wire import CALLBACK_PATHS, alert_headers, compact_json
+from shared.wire import alert_value as wire_alert
 
 PROJECT_ID = "57aff4db-b45d-42bf-bc5f-b7a499a01782"
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
@@ -34,13 +35,10 @@ class Request:
 
 def alert_value(payment_id: str, status: str = "success", sub_status: str | None = None
                 ) -> dict[str, object]:
-    return {
-        "project_id": PROJECT_ID,
-        "general": {"project_id": PROJECT_ID, "payment_id": payment_id,
-                    "request_id": uuid.uuid5(uuid.NAMESPACE_URL, payment_id).hex},
-        "status": {"status": status, "sub_status": sub_status, "status_description": None},
-        "payment_info": {"amount": 150000, "currency": "RUB", "payment_method": "card"},
-    }
+    request_id = uuid.uuid5(uuid.NAMESPACE_URL, payment_id).hex
+    value = wire_alert(PROJECT_ID, payment_id, request_id, status, sub_status)
+    value["payment_info"] = {"amount": 150000, "currency": "RUB", "payment_method": "card"}
+    return value
 
 
 KeyKind = Literal["rsa", "hmac"]
@@ -54,14 +52,8 @@ def _sign_chunk(args: tuple[bytes, KeyKind, list[str], int]) -> list[Request]:
 
 def _signed(key: SigningKey, payment_id: str, timestamp: int) -> Request:
     value = alert_value(payment_id)
-    ts = str(timestamp)
-    return Request(
-        path="/callbacks/highhelp/success",
-        body=json.dumps(value, separators=(",", ":")).encode(),
-        headers={"Content-Type": "application/json", "x-access-timestamp": ts,
-                 "x-access-signature": key.sign(signing_message(value, ts))},
-        payment_id=payment_id,
-    )
+    return Request(path=CALLBACK_PATHS["success"], body=compact_json(value),
+                   headers=alert_headers(value, key, timestamp), payment_id=payment_id)
 
 
 def signed_requests(material: bytes, kind: KeyKind, count: int, prefix: str,

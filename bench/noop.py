@@ -7,6 +7,8 @@ import sys
 
 from aiohttp import web
 
+from shared.wire import CALLBACK_PATHS
+
 
 async def accept(request: web.Request) -> web.Response:
     await request.read()
@@ -15,7 +17,7 @@ async def accept(request: web.Request) -> web.Response:
 
 def main() -> None:
     app = web.Application()
-    app.router.add_post("/callbacks/highhelp/success", accept)
+    app.router.add_post(CALLBACK_PATHS["success"], accept)
     app.router.add_get("/readyz", ready)
     web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
 

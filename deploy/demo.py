@@ -26,7 +26,7 @@ from sandbox.traffic import generate
 from shared import logs, mongo
 from shared.broker import Broker
 from shared.gateway import GatewayClient
-from shared.registration import publish_registration
+from shared.registrar import publish_registration
 from shared.settings import load_settings
 from shared.signature import load_signing_key
 

@@ -9,7 +9,6 @@ The keys are for local use only: the "gateway" private key stands in for HighHel
 from __future__ import annotations
 
 import argparse
-import json
 import secrets
 import sys
 import time
@@ -21,11 +20,10 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from shared.signature import load_signing_key, signing_message
+from shared.signature import load_signing_key
+from shared.wire import CALLBACK_PATHS, alert_headers, alert_value, compact_json
 
 PROJECT_ID = "57aff4db-b45d-42bf-bc5f-b7a499a01782"
-ROUTES = {"callback": "/callbacks/highhelp", "success": "/callbacks/highhelp/success",
-          "decline": "/callbacks/highhelp/decline"}
 
 CONFIG = f"""# Local development config, made by deploy/devkit.py. Keys here are test keys.
 [amqp]
@@ -80,19 +78,12 @@ def init(folder: Path) -> None:
 
 def send(args: argparse.Namespace) -> int:
     key = load_signing_key((Path(args.dir) / "gateway_callback_private.pem").read_bytes(), "rsa")
-    body = json.dumps({
-        "project_id": PROJECT_ID,
-        "general": {"project_id": PROJECT_ID, "payment_id": args.payment_id,
-                    "request_id": str(uuid.uuid4())},
-        "status": {"status": args.status, "sub_status": args.sub_status,
-                   "status_description": None},
-        "payment": {"method": "card-p2p", "amount": 150000, "currency": "RUB"},
-    }, separators=(",", ":")).encode()
-    timestamp = str(int(time.time()))
+    value = alert_value(PROJECT_ID, args.payment_id, str(uuid.uuid4()), args.status,
+                        args.sub_status,
+                        payment={"method": "card-p2p", "amount": 150000, "currency": "RUB"})
     request = urllib.request.Request(  # noqa: S310 - a local URL given by the developer
-        args.url.rstrip("/") + ROUTES[args.route], data=body, method="POST", headers={
-            "Content-Type": "application/json", "x-access-timestamp": timestamp,
-            "x-access-signature": key.sign(signing_message(json.loads(body), timestamp))})
+        args.url.rstrip("/") + CALLBACK_PATHS[args.route], data=compact_json(value),
+        method="POST", headers=alert_headers(value, key, int(time.time())))
     try:
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
             print(response.status, response.read().decode())
@@ -111,7 +102,7 @@ def main() -> int:
     p_send = sub.add_parser("send")
     p_send.add_argument("--dir", default=".run")
     p_send.add_argument("--url", default="http://127.0.0.1:8080")
-    p_send.add_argument("--route", choices=sorted(ROUTES), default="callback")
+    p_send.add_argument("--route", choices=sorted(CALLBACK_PATHS), default="callback")
     p_send.add_argument("--status", default="processing")
     p_send.add_argument("--sub-status", default="new")
     p_send.add_argument("--payment-id", default=f"demo-{uuid.uuid4().hex[:8]}")

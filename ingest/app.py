@@ -9,33 +9,28 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import structlog
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from ingest.checks import Accepted, Rejected, check_alert
 from ingest.network import SourcePolicy
 from shared.broker import Broker, PublishFailed
 from shared.envelope import AlertEnvelope
-from shared.metrics import metrics_handler
+from shared.metrics import metrics_handler, process_registry
 from shared.settings import ProjectSettings, Settings, SettingsError, load_settings
 from shared.topology import (
     CALLBACKS_EXCHANGE,
     IDEMPOTENCY_HEADER,
     callback_routing_key,
 )
+from shared.wire import CALLBACK_PATHS
 
 log = structlog.get_logger("ingest")
 
-# path -> route name carried in the envelope (which of HighHelp's three URLs was called)
-ROUTES = {
-    "/callbacks/highhelp": "callback",
-    "/callbacks/highhelp/success": "success",
-    "/callbacks/highhelp/decline": "decline",
-}
 
 
 class IngestMetrics:
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+        self.registry = process_registry()
         self.alerts = Counter(
             "hh_ingest_alerts", "Alerts answered, by route and outcome",
             ["route", "outcome"], registry=self.registry,
@@ -75,10 +70,12 @@ class KeyRing:
 
 
 class Lifecycle:
-    """Whether the process is draining (SIGTERM received): readiness then says 503."""
+    """Whether the process is draining (SIGTERM received): readiness then says 503; and the
+    task that connects to the broker, which the process watches for a failure for good."""
 
     def __init__(self) -> None:
         self.draining = False
+        self.connecting: asyncio.Task[None] | None = None
 
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -203,7 +200,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def _broker_ctx(app: web.Application) -> AsyncIterator[None]:
     # Start serving at once: until the broker answers, /readyz and alerts say 503.
-    connecting = asyncio.create_task(app[BROKER].connect_forever())
+    connecting = app[LIFECYCLE].connecting = asyncio.create_task(app[BROKER].connect_forever())
     yield
     connecting.cancel()
     await asyncio.gather(connecting, return_exceptions=True)
@@ -220,7 +217,7 @@ def create_app(settings: Settings) -> web.Application:
                                       settings.ingest.trusted_proxies)
     app[BROKER] = Broker.for_settings(settings)
     app.cleanup_ctx.append(_broker_ctx)
-    for path, route in ROUTES.items():
+    for route, path in CALLBACK_PATHS.items():
         app.router.add_post(path, alert_handler(route))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

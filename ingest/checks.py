@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from shared.alert import Alert, InvalidAlert, decode_body, parse_alert
 from shared.settings import ProjectSettings
 from shared.signature import find_verifying_key
+from shared.wire import SIGNATURE_HEADER, TIMESTAMP_HEADER
 
-TIMESTAMP_HEADER = "x-access-timestamp"
-SIGNATURE_HEADER = "x-access-signature"
 MAX_HEADER_CHARS = 2048  # a signature or timestamp longer than this is not one
 
 

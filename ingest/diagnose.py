@@ -13,7 +13,6 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
-from ingest.checks import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from shared.alert import InvalidAlert, decode_body, parse_alert
 from shared.settings import ProjectSettings
 from shared.signature import (
@@ -26,6 +25,7 @@ from shared.signature import (
     signing_message,
     verify_with,
 )
+from shared.wire import SIGNATURE_HEADER, TIMESTAMP_HEADER
 
 # Readings of the spec's gaps that another implementation may have chosen.
 SPELLING_VARIANTS: dict[str, Spelling] = {

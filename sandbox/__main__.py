@@ -20,8 +20,8 @@ from sandbox.traffic import generate
 from shared import logs
 from shared.broker import Broker
 from shared.gateway import GatewayClient
-from shared.registration import publish_registration
-from shared.settings import load_settings
+from shared.registrar import publish_registration
+from shared.settings import Settings, SettingsError, load_settings
 from shared.signature import SigningKey, VerifyKey, load_signing_key, load_verify_key
 
 
@@ -49,8 +49,7 @@ def serve(args: argparse.Namespace) -> None:
     web.run_app(create_app(config), host=args.host, port=args.port, access_log=None, print=None)
 
 
-async def traffic(args: argparse.Namespace) -> None:
-    settings = load_settings()
+async def traffic(settings: Settings, args: argparse.Namespace) -> None:
     broker = Broker.for_settings(settings)
     await broker.connect()
     project = next(iter(settings.projects.values()))
@@ -92,7 +91,11 @@ def main() -> None:
             parser.error("serve needs --callback-private-key or --callback-hmac-key")
         serve(args)
     else:
-        asyncio.run(traffic(args))
+        try:
+            settings = load_settings()
+        except SettingsError as exc:
+            parser.exit(2, f"hh-sandbox: {exc}\n")
+        asyncio.run(traffic(settings, args))
 
 
 if __name__ == "__main__":

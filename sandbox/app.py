@@ -28,11 +28,23 @@ from sandbox.scenarios import (
     route_of,
 )
 from shared.alert import InvalidAlert, decode_body, is_final
-from shared.signature import SigningKey, VerifyKey, find_verifying_key, signing_message
+from shared.signature import SigningKey, VerifyKey, find_verifying_key
+from shared.wire import (
+    BALANCE_PATH,
+    CALLBACK_URL_FIELDS,
+    MERCHANT_ID_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    WIDGET,
+    WIDGET_CREATE_PATH,
+    alert_headers,
+    alert_value,
+    compact_json,
+    create_path,
+    info_path,
+)
 
 log = structlog.get_logger("sandbox")
-URL_FIELDS = {"callback": "merchant_callback_url", "success": "merchant_success_callback_url",
-              "decline": "merchant_decline_callback_url"}
 
 
 @dataclass(frozen=True)
@@ -70,16 +82,11 @@ class Payment:
 
     def alert(self, step: int) -> dict[str, Any]:
         status, sub_status = self.steps[step]
-        return {
-            "project_id": self.project_id,
-            "general": {"project_id": self.project_id, "payment_id": self.payment_id,
-                        "request_id": self.request_id},
-            "status": {"status": status, "sub_status": sub_status,
-                       "status_description": "Declined by the sandbox"
-                       if status == "decline" else None},
-            "payment": {"method": "card-p2p", "amount": self.amount, "currency": self.currency,
-                        "type": self.flow},
-        }
+        return alert_value(
+            self.project_id, self.payment_id, self.request_id, status, sub_status,
+            status_description="Declined by the sandbox" if status == "decline" else None,
+            payment={"method": "card-p2p", "amount": self.amount, "currency": self.currency,
+                     "type": self.flow})
 
 
 class Sandbox:
@@ -101,14 +108,14 @@ class Sandbox:
         except InvalidAlert as exc:
             raise web.HTTPBadRequest(text=json.dumps({"status_description": exc.reason})) from None
         general = value.get("general") if isinstance(value, dict) else None
-        project_id = headers.get("x-access-merchant-id", "")
+        project_id = headers.get(MERCHANT_ID_HEADER, "")
         if not isinstance(general, dict) or general.get("project_id") != project_id:
             raise web.HTTPBadRequest(text='{"status_description": "project_id mismatch"}')
         keys = self.config.merchant_keys.get(project_id, ())
-        timestamp = headers.get("x-access-timestamp", "")
+        timestamp = headers.get(TIMESTAMP_HEADER, "")
         fresh = timestamp.isdigit() and abs(int(timestamp) - time.time()) <= (
             self.config.timestamp_tolerance_s)
-        signature = headers.get("x-access-signature", "")
+        signature = headers.get(SIGNATURE_HEADER, "")
         if not keys or not fresh or not find_verifying_key(keys, value, timestamp, signature):
             raise web.HTTPUnauthorized(text='{"status_description": "unauthorized"}')
         assert isinstance(value, dict)
@@ -125,7 +132,8 @@ class Sandbox:
             project_id, payment_id, str(uuid.uuid4()), product, flow,
             int(payment.get("amount") or 0), str(payment.get("currency") or "RUB"), scenario,
             SCENARIOS[scenario],
-            {route: str(general[name]) for route, name in URL_FIELDS.items() if general.get(name)},
+            {route: str(general[name])
+             for route, name in CALLBACK_URL_FIELDS.items() if general.get(name)},
         )
         self.payments[(project_id, payment_id)] = created
         self._spawn(self._drive(created))
@@ -173,11 +181,9 @@ class Sandbox:
         url = payment.urls.get(route_of(status)) or payment.urls.get("callback")
         if url is None:
             return
-        body = json.dumps(payment.alert(delivery.step), separators=(",", ":")).encode()
-        timestamp = str(signed_at)
-        headers = {"Content-Type": "application/json", "x-access-timestamp": timestamp,
-                   "x-access-signature": self.config.callback_key.sign(
-                       signing_message(json.loads(body), timestamp))}
+        value = payment.alert(delivery.step)
+        body, headers = compact_json(value), alert_headers(value, self.config.callback_key,
+                                                           signed_at)
         for copy in range(delivery.copies):
             if await self._send(url, body, headers):
                 payment.alerts_sent += 1
@@ -233,7 +239,7 @@ SANDBOX = web.AppKey("sandbox", Sandbox)
 async def _handle_create(request: web.Request) -> web.Response:
     sandbox = request.app[SANDBOX]
     project_id, body = sandbox.verify(request.headers, await request.read())
-    product = request.match_info.get("product", "widget")
+    product = request.match_info.get("product", WIDGET)
     flow = request.match_info.get("flow", "payin")
     payment = sandbox.create(project_id, product, flow, body)
     status, sub_status = payment.current
@@ -288,10 +294,12 @@ def create_app(config: SandboxConfig) -> web.Application:
     app = web.Application()
     app[SANDBOX] = Sandbox(config)
     app.cleanup_ctx.append(_session_ctx)
-    app.router.add_post("/api/v1/payment/{product:p2p|ecom}/{flow:payin|payout}", _handle_create)
-    app.router.add_post("/api/v1/payment/{product:p2p|ecom}/{flow:payin|payout}/info", _handle_info)
-    app.router.add_post("/api/v1/widget/payin", _handle_create)
-    app.router.add_post("/api/v1/balance/info", _handle_balance)
+    # The path templates come from the same functions the client uses.
+    product, flow = "{product:p2p|ecom}", "{flow:payin|payout}"
+    app.router.add_post(create_path(product, flow), _handle_create)
+    app.router.add_post(info_path(product, flow), _handle_info)
+    app.router.add_post(WIDGET_CREATE_PATH, _handle_create)
+    app.router.add_post(BALANCE_PATH, _handle_balance)
     app.router.add_get("/sandbox/truth", _handle_truth)
     app.router.add_post("/sandbox/drain", _handle_drain)
     app.router.add_post("/sandbox/control", _handle_control)

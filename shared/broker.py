@@ -15,6 +15,7 @@ from typing import Any
 import aio_pika
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from aio_pika.robust_connection import RobustConnection
 
 from shared.settings import Settings
 from shared.topology import Declared, Topology, contract_topology, declare
@@ -30,11 +31,47 @@ class Unroutable(PublishFailed):
     """The broker returned a mandatory message: no queue is bound for its routing key."""
 
 
+def reconnect_delay(down_for_s: float, first_s: float, max_s: float) -> float:
+    """The pause before the next reconnection attempt: short while an outage is young (a broker
+    restart is back within seconds), growing with the outage so a long one is not hammered."""
+    return min(max_s, max(first_s, down_for_s / 2))
+
+
+class BackoffConnection(RobustConnection):
+    """aio-pika's robust connection, whose fixed `reconnect_interval` becomes a backoff: it
+    reads the attribute before each attempt, so the attribute is computed from the outage."""
+
+    max_interval_s = 10.0
+
+    @property
+    def reconnect_interval(self) -> float:
+        down_for = time.monotonic() - self._down_since if self._down_since else 0.0
+        return reconnect_delay(down_for, self._first_interval_s, self.max_interval_s)
+
+    @reconnect_interval.setter
+    def reconnect_interval(self, value: float) -> None:
+        self._first_interval_s = float(value)
+
+    _first_interval_s = 1.0
+    _down_since = 0.0
+
+    async def _on_connection_close(self, closing: asyncio.Future[Any]) -> None:
+        if not self._down_since:
+            self._down_since = time.monotonic()
+        await super()._on_connection_close(closing)
+
+    async def _on_connected(self) -> None:
+        await super()._on_connected()
+        self._down_since = 0.0
+
+
 class Broker:
-    def __init__(self, url: str, topology: Topology, publish_timeout_s: float = 5.0) -> None:
+    def __init__(self, url: str, topology: Topology, publish_timeout_s: float = 5.0,
+                 reconnect_s: tuple[float, float] = (1.0, 10.0)) -> None:
         self._url = url
         self._topology = topology
         self._publish_timeout_s = publish_timeout_s
+        self._reconnect_first_s, self._reconnect_max_s = reconnect_s
         self.connection: AbstractRobustConnection | None = None
         self.channel: AbstractChannel | None = None
         self.declared: Declared | None = None
@@ -47,11 +84,16 @@ class Broker:
             settings.amqp.url,
             contract_topology(settings.amqp.delivery_limit, settings.worker.retry_delays_s),
             settings.amqp.publish_timeout_s,
+            (settings.amqp.reconnect_interval_s, settings.amqp.reconnect_max_interval_s),
         )
 
     async def connect(self) -> None:
         """Connect once and declare the topology (idempotent on the broker)."""
-        connection = await aio_pika.connect_robust(self._url, timeout=10)
+        connection = await aio_pika.connect_robust(
+            self._url, timeout=10, connection_class=BackoffConnection,
+            reconnect_interval=self._reconnect_first_s)
+        assert isinstance(connection, BackoffConnection)
+        connection.max_interval_s = self._reconnect_max_s
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             self.declared = await declare(channel, self._topology)
@@ -60,18 +102,21 @@ class Broker:
             raise
         self.connection, self.channel = connection, channel
 
-    async def connect_forever(self, max_delay_s: float = 10.0) -> None:
-        """Connect, retrying with growing delays until the broker answers (start-up outages)."""
-        delay = 0.5
+    async def connect_forever(self) -> None:
+        """Connect, retrying with the reconnection backoff until the broker answers (start-up
+        outages). A refused declaration (a queue that exists with other arguments) is no
+        outage: it raises, and the process fails loudly instead of retrying for ever."""
+        began = time.monotonic()
         while True:
             try:
                 await self.connect()
                 log.info("broker_connected")
                 return
-            except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
+            except (TimeoutError, OSError) as exc:  # AMQPConnectionError is an OSError
+                delay = reconnect_delay(time.monotonic() - began, self._reconnect_first_s,
+                                        self._reconnect_max_s)
                 log.warning("broker_unreachable", error=type(exc).__name__, retry_in_s=delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, max_delay_s)
 
     @property
     def ready(self) -> bool:

@@ -23,14 +23,20 @@ from tenacity import (
 from shared.alert import Alert, InvalidAlert, parse_alert
 from shared.registration import Registration
 from shared.settings import ProjectSettings
-from shared.signature import SigningKey, access_token, signing_message
+from shared.wire import (
+    BALANCE_PATH,
+    FLOWS,
+    POLLABLE_PRODUCTS,
+    PRODUCTS,
+    WIDGET,
+    callback_urls,
+    compact_json,
+    create_path,
+    info_path,
+    request_headers,
+)
 
 log = structlog.get_logger("gateway")
-
-# [our choice] the value of x-access-merchant-algorithm: omitted for RSA, "HMAC" for HMAC.
-HMAC_ALGORITHM_HEADER_VALUE = "HMAC"
-PRODUCTS = ("p2p", "ecom")
-FLOWS = ("payin", "payout")
 
 
 class GatewayError(Exception):
@@ -39,6 +45,10 @@ class GatewayError(Exception):
 
 class GatewayUnavailable(GatewayError):
     """Network error, timeout, 429 or 5xx, still so after the retries allowed."""
+
+
+class NotPollable(GatewayError):
+    """The spec gives no status endpoint for this kind of payment (the widget's)."""
 
 
 class GatewayRejected(GatewayError):
@@ -64,21 +74,6 @@ class RetryPolicy:
     base_s: float = 0.2
     max_wait_s: float = 5.0
     request_timeout_s: float = 10.0
-
-
-def signed_headers(project_id: str, key: SigningKey, body: object, now: float) -> dict[str, str]:
-    timestamp = str(int(now))
-    headers = {
-        "content-type": "application/json",
-        "x-access-timestamp": timestamp,
-        "x-access-merchant-id": project_id,
-        "x-access-signature": key.sign(signing_message(body, timestamp)),
-    }
-    if key.rsa_private is not None:
-        headers["x-access-token"] = access_token(key.rsa_private.public_key())
-    else:
-        headers["x-access-merchant-algorithm"] = HMAC_ALGORITHM_HEADER_VALUE
-    return headers
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -129,7 +124,9 @@ class GatewayClient:
     # --- reads: retried ---------------------------------------------------------------------
     async def info(self, product: str, flow: str, payment_id: str) -> Alert:
         """The payment's current status, read like an alert ([our choice] of request body)."""
-        path = f"/api/v1/payment/{_check(product, PRODUCTS)}/{_check(flow, FLOWS)}/info"
+        if product not in POLLABLE_PRODUCTS and product in PRODUCTS:
+            raise NotPollable(f"no status endpoint for {product} payments")
+        path = info_path(_check(product, POLLABLE_PRODUCTS), _check(flow, FLOWS))
         payload = await self._read(path, self._general(payment_id=payment_id))
         try:
             return parse_alert(_with_project(payload, self.project.project_id))
@@ -137,7 +134,7 @@ class GatewayClient:
             raise GatewayRejected(200, f"unreadable info answer ({exc.reason})") from None
 
     async def balance(self) -> list[dict[str, Any]]:
-        payload = await self._read("/api/v1/balance/info", self._general())
+        payload = await self._read(BALANCE_PATH, self._general())
         balance = payload.get("balance") if isinstance(payload, dict) else None
         if not isinstance(balance, list):
             raise GatewayRejected(200, "unreadable balance answer")
@@ -150,18 +147,12 @@ class GatewayClient:
     ) -> Created:
         """Create a p2p/ecom payin or payout, or (product "widget") a widget payin, and
         register the order so it can be polled even if no alert ever comes."""
-        if product == "widget":
-            path, flow = "/api/v1/widget/payin", "payin"
-        else:
-            path = f"/api/v1/payment/{_check(product, PRODUCTS)}/{_check(flow, FLOWS)}"
-        base = callback_base_url.rstrip("/")
+        if product == WIDGET:
+            flow = "payin"
+        path = create_path(_check(product, PRODUCTS), _check(flow, FLOWS))
         body = {
-            "general": {
-                "project_id": self.project.project_id, "payment_id": payment_id,
-                "merchant_callback_url": f"{base}/callbacks/highhelp",
-                "merchant_success_callback_url": f"{base}/callbacks/highhelp/success",
-                "merchant_decline_callback_url": f"{base}/callbacks/highhelp/decline",
-            },
+            "general": {"project_id": self.project.project_id, "payment_id": payment_id,
+                        **callback_urls(callback_base_url)},
             "payment": {"method": method, "amount": amount, "currency": currency},
             **(extra or {}),
         }
@@ -203,8 +194,8 @@ class GatewayClient:
 
     async def _post_once(self, path: str, body: dict[str, Any]) -> Any:
         url = self.project.api_base_url.rstrip("/") + path
-        data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-        headers = signed_headers(self.project.project_id, self._key, body, time.time())
+        data = compact_json(body)
+        headers = request_headers(self.project.project_id, self._key, body, int(time.time()))
         try:
             async with self._session.post(
                 url, data=data, headers=headers,

@@ -41,3 +41,8 @@ def configure(fmt: str = "json", level: str = "info", *, cache: bool = True) -> 
         logger_factory=structlog.PrintLoggerFactory(sys.stdout),
         cache_logger_on_first_use=cache,
     )
+
+
+def error_text(exc: BaseException) -> str:
+    """An exception for a log line: its type and message (our messages never hold secrets)."""
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from shared.alert import InvalidAlert, order_id
-from shared.broker import Broker
-from shared.topology import REGISTER_QUEUE
+from shared.wire import FLOWS, PRODUCTS
 
-PRODUCTS = frozenset({"p2p", "ecom", "widget"})
-FLOWS = frozenset({"payin", "payout"})
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 
@@ -53,8 +49,3 @@ def parse_registration(value: object) -> Registration:
         raise InvalidAlert("bad_currency")
     return Registration(project_id, payment_id, str(product), str(flow), amount, currency)
 
-
-async def publish_registration(broker: Broker, registration: Registration) -> None:
-    """Tell the worker about a payment we created (hh.orders.register), with confirm."""
-    body = json.dumps(registration.as_dict()).encode()
-    await broker.publish("", REGISTER_QUEUE, body, correlation_id=registration.order_id)

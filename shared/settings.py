@@ -33,6 +33,10 @@ class AmqpSettings:
     publish_timeout_s: float = 5.0
     prefetch: int = 64
     delivery_limit: int = 20
+    # After the broker is lost, the first reconnection attempts come this often; the pause
+    # grows with the outage (half its length so far) up to reconnect_max_interval_s.
+    reconnect_interval_s: float = 1.0
+    reconnect_max_interval_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -166,11 +170,29 @@ def _project(raw: Mapping[str, Any], base: Path, env: Mapping[str, str]) -> Proj
     )
 
 
-def _section(cls: type, raw: Mapping[str, Any]) -> Any:
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(raw) - known
+_KINDS: dict[str, tuple[type, ...]] = {
+    "str": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}
+
+
+def _fits(value: object, annotation: str) -> bool:
+    if annotation.startswith("tuple["):
+        inner = annotation.removeprefix("tuple[").split(",")[0]
+        return isinstance(value, tuple) and all(_fits(item, inner) for item in value)
+    kinds = _KINDS.get(annotation)
+    if kinds is None:
+        return True
+    return isinstance(value, kinds) and (bool in kinds or not isinstance(value, bool))
+
+
+def _section(name: str, cls: type, raw: Mapping[str, Any]) -> Any:
+    fields = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    unknown = set(raw) - set(fields)
     if unknown:
-        raise SettingsError(f"unknown settings in [{cls.__name__}]: {', '.join(sorted(unknown))}")
+        raise SettingsError(f"[{name}] has unknown settings: {', '.join(sorted(unknown))}")
+    for key, value in raw.items():
+        if not _fits(value, fields[key]):
+            wanted = fields[key].replace("tuple[", "a list of ").replace(", ...]", "")
+            raise SettingsError(f"[{name}] {key}: expected {wanted}, got {type(value).__name__}")
     return cls(**raw)
 
 
@@ -200,11 +222,11 @@ def parse_settings(
         projects[project.project_id] = project
     try:
         return Settings(
-            amqp=_section(AmqpSettings, sections["amqp"]),
-            mongo=_section(MongoSettings, sections["mongo"]),
-            ingest=_section(IngestSettings, _tuples(sections["ingest"])),
-            worker=_section(WorkerSettings, _tuples(sections["worker"])),
-            poller=_section(PollerSettings, _tuples(sections["poller"])),
+            amqp=_section("amqp", AmqpSettings, sections["amqp"]),
+            mongo=_section("mongo", MongoSettings, sections["mongo"]),
+            ingest=_section("ingest", IngestSettings, _tuples(sections["ingest"])),
+            worker=_section("worker", WorkerSettings, _tuples(sections["worker"])),
+            poller=_section("poller", PollerSettings, _tuples(sections["poller"])),
             projects=projects,
             log_format=str(sections["log"].get("format", "json")),
             log_level=str(sections["log"].get("level", "info")),
@@ -225,4 +247,7 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         raise SettingsError(f"cannot read config {file}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"config {file} is not valid TOML: {exc}") from None
-    return parse_settings(raw, file.resolve().parent)
+    try:
+        return parse_settings(raw, file.resolve().parent)
+    except SettingsError as exc:
+        raise SettingsError(f"config {file}: {exc}") from None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -20,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ingest.app import BROKER, create_app
-from shared import logs, mongo
+from shared import mongo
 from shared.settings import AmqpSettings, Settings, WorkerSettings, parse_settings
 from shared.topology import (
     DEAD_QUEUE,
@@ -31,29 +30,17 @@ from shared.topology import (
     declare,
     retry_queue,
 )
+from tests import logcapture
 from tests.keys import PROJECT_ID, SIGNATURES_MADE, key_pem, vectors
+from tests.logcapture import LOG_LINES
+from tests.processes import ServiceProcess
 from tests.sandbox_fixtures import http, start_sandbox  # noqa: F401 - fixtures for all tests
 from worker.app import Worker
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 MONGO_URL = "mongodb://127.0.0.1:27017"
 
-logs.configure("json", "debug", cache=False)
-
-# Every log line of the run (ours, and those the subprocess workers print), for the check
-# that no key, secret or signature value ever reaches a log.
-LOG_LINES: list[str] = []
-
-
-class _TeeLogger(structlog.PrintLogger):
-    def msg(self, message: str) -> None:
-        LOG_LINES.append(message)
-        super().msg(message)
-
-    log = debug = info = warn = warning = error = critical = exception = fatal = msg
-
-
-structlog.configure(logger_factory=lambda *args: _TeeLogger(sys.stdout))
+logcapture.configure()
 
 
 def _secrets() -> dict[str, str]:
@@ -73,6 +60,9 @@ def _secrets() -> dict[str, str]:
 
 @pytest.fixture(scope="session", autouse=True)
 def no_secret_in_any_log_line() -> Iterator[None]:
+    # One line through the same path as every other, so that the capture is known to work
+    # even in a run whose tests log nothing (the unit tests alone).
+    structlog.get_logger("tests").info("log_capture_started")
     yield
     text = "\n".join(LOG_LINES)
     leaked = [what for what, secret in _secrets().items() if len(secret) >= 16 and secret in text]
@@ -89,8 +79,6 @@ def _port_open(port: int) -> bool:
 @pytest.fixture(autouse=True)
 async def no_leftover_processes() -> AsyncIterator[None]:
     yield
-    from tests.processes import ServiceProcess  # imports this module: imported late
-
     await ServiceProcess.kill_leftovers()
 
 

@@ -8,7 +8,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from shared.signature import SigningKey, load_signing_key, signing_message
+from shared.signature import SigningKey, load_signing_key
+from shared.wire import SIGNATURE_HEADER, alert_headers, alert_value, compact_json
 
 DATA = Path(__file__).parent / "data"
 PROJECT_ID = "57aff4db-b45d-42bf-bc5f-b7a499a01782"
@@ -43,14 +44,10 @@ SIGNATURES_MADE: set[str] = set()
 
 
 def signed_headers(body: bytes, key: SigningKey, timestamp: int | None = None) -> dict[str, str]:
-    ts = str(int(time.time()) if timestamp is None else timestamp)
-    signature = key.sign(signing_message(json.loads(body), ts))
-    SIGNATURES_MADE.add(signature)
-    return {
-        "Content-Type": "application/json",
-        "x-access-timestamp": ts,
-        "x-access-signature": signature,
-    }
+    headers = alert_headers(json.loads(body), key,
+                            int(time.time()) if timestamp is None else timestamp)
+    SIGNATURES_MADE.add(headers[SIGNATURE_HEADER])
+    return headers
 
 
 def alert_body(
@@ -60,11 +57,6 @@ def alert_body(
     project_id: str = PROJECT_ID,
     **extra: Any,
 ) -> bytes:
-    value = {
-        "project_id": project_id,
-        "general": {"project_id": project_id, "payment_id": payment_id, "request_id": "req-1"},
-        "status": {"status": status, "sub_status": sub_status, "status_description": None},
-        "payment": {"method": "card-p2p", "amount": 150000, "currency": "RUB"},
-        **extra,
-    }
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    value = alert_value(project_id, payment_id, "req-1", status, sub_status,
+                        payment={"method": "card-p2p", "amount": 150000, "currency": "RUB"})
+    return compact_json({**value, **extra})

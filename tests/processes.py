@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import aiohttp
 
-from tests.conftest import LOG_LINES
+from tests.logcapture import LOG_LINES
 
 
 async def http_status(http: aiohttp.ClientSession, url: str) -> int | None:

@@ -15,14 +15,11 @@ from pymongo import AsyncMongoClient
 
 from shared import mongo
 from shared.broker import Broker
-from shared.gateway import GatewayClient
 from shared.metrics import metrics_handler
 from shared.settings import Settings
 from shared.topology import PROCESS_QUEUE, REGISTER_QUEUE
+from worker import parts
 from worker.consumer import Consumer
-from worker.poller import Poller
-from worker.processor import Processor, WorkerMetrics
-from worker.store import OrderStore
 
 log = structlog.get_logger("worker")
 STOP_STEP_S = 10.0  # the longest any one step of a stop may take
@@ -38,21 +35,22 @@ async def _bounded(step: str, closing: Coroutine[Any, Any, None]) -> None:
 class Worker:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.metrics = WorkerMetrics()
         self.broker = Broker.for_settings(settings)
         self.mongo_client: AsyncMongoClient[mongo.Document] = mongo.client(settings.mongo)
-        collections = mongo.Collections.of(self.mongo_client[settings.mongo.database])
-        self.store = OrderStore(collections, settings.projects, settings.poller)
-        self.processor = Processor(self.store, self.broker, self.metrics)
+        self._http_session = aiohttp.ClientSession()  # the poller's, to HighHelp
+        built = parts.build(settings, self.mongo_client, self.broker, self._http_session)
+        self.metrics, self.store, self.processor = built.metrics, built.store, built.processor
+        self.poller = built.poller
         self.consumer = Consumer(self.broker, self.processor, settings.worker)
         self._tasks: list[asyncio.Task[None]] = []
         self._consumer_tags: list[tuple[object, str]] = []
         self._runner: web.AppRunner | None = None
+        self.consuming = False  # /healthz says 200 only once the consumers run
         self.draining = False
-        self.poller: Poller | None = None
-        self._http_session: aiohttp.ClientSession | None = None
 
     async def start(self, *, http: bool = True) -> None:
+        """Start serving health, then the store, the broker and the consumers. Any failure
+        raises (the caller logs it and exits non-zero); unreachable services are waited for."""
         if http:
             await self._start_http()
         await self._wait_for_mongo()
@@ -71,14 +69,8 @@ class Worker:
             self._consumer_tags.append((queue, tag))
         self._tasks.append(asyncio.create_task(self._relay_loop()))
         if self.settings.poller.enabled:
-            self._http_session = aiohttp.ClientSession()
-            clients = {
-                project_id: GatewayClient(project, self._http_session)
-                for project_id, project in self.settings.projects.items()
-                if project.request_key is not None
-            }
-            self.poller = Poller(self.processor, clients, self.settings.poller)
             self._tasks.append(asyncio.create_task(self.poller.run_forever()))
+        self.consuming = True
         log.info("worker_started", prefetch=self.settings.amqp.prefetch)
 
     async def _wait_for_mongo(self) -> None:
@@ -118,8 +110,7 @@ class Worker:
             if stuck:
                 log.warning("worker_tasks_not_stopped", tasks=len(stuck))
         # Each step is bounded: a stop must end even if a peer stops answering mid-close.
-        if self._http_session is not None:
-            await _bounded("http_session_close", self._http_session.close())
+        await _bounded("http_session_close", self._http_session.close())
         await _bounded("broker_close", self.broker.close())
         await _bounded("mongo_close", self.mongo_client.close())
         if self._runner is not None:
@@ -137,7 +128,9 @@ class Worker:
         await site.start()
 
     async def _healthz(self, _request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        if self.consuming:
+            return web.json_response({"status": "ok"})
+        return web.json_response({"status": "starting"}, status=503)
 
     async def _readyz(self, _request: web.Request) -> web.Response:
         if self.broker.ready and not self.draining:

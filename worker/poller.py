@@ -11,7 +11,7 @@ from datetime import datetime
 
 import structlog
 
-from shared.gateway import GatewayClient, GatewayRejected, GatewayUnavailable
+from shared.gateway import GatewayClient, GatewayError, GatewayRejected, NotPollable
 from shared.settings import PollerSettings
 from worker.processor import Processor
 from worker.records import Observation, stale_record, utc
@@ -61,9 +61,15 @@ class Poller:
         # The schedule must name the attempt actually claimed: if an abandoned one was skipped,
         # recording the asked-for number would make every later round claim a finished poll.
         slot, poll_id = claimed, f"{order_id}:{claimed.attempt}"
-        bound = log.bind(project_id=order["project_id"], payment_id=order["payment_id"],
-                         poll_id=poll_id, attempt=slot.attempt)
-        outcome = await self._ask(order, poll_id, bound)
+        with structlog.contextvars.bound_contextvars(
+                project_id=order["project_id"], payment_id=order["payment_id"],
+                poll_id=poll_id, attempt=slot.attempt):
+            return await self._poll_claimed(order, slot, poll_id, now)
+
+    async def _poll_claimed(self, order: dict[str, object], slot: Slot, poll_id: str,
+                            now: datetime) -> bool:
+        order_id = str(order["_id"])
+        outcome = await self._ask(order, poll_id)
         view = await self.store.refresh_view(order_id)
         finished = utc(time.time())
         schedule = after_poll(slot, int(view["seq"]), view["updated_at"] or now, finished,
@@ -77,35 +83,40 @@ class Poller:
         await self.store.write_schedule(order_id, schedule)
         await self.store.refresh_view(order_id)
         if schedule["gave_up"]:
-            bound.error("order_gave_up", status=view["status"], polls=slot.attempt)
+            log.error("order_gave_up", status=view["status"], polls=slot.attempt)
             await self.processor.publish_record({"_id": poll_id, **fields})
         self.processor.metrics.polls.labels(outcome).inc()
-        bound.info("poll_finished", outcome=outcome,
+        log.info("poll_finished", outcome=outcome,
                    next_due_at=schedule["next_due_at"].isoformat())
         return True
 
-    async def _ask(self, order: dict[str, object], poll_id: str,
-                   bound: structlog.typing.FilteringBoundLogger) -> str:
+    async def _ask(self, order: dict[str, object], poll_id: str) -> str:
+        """Ask the gateway and apply its answer; the outcome, for logs and metrics. No error
+        of the gateway escapes: the poll is finished with its outcome and the ladder goes on
+        (a payment that can never be polled gives up in time and is marked needs_review)."""
         client = self.clients.get(str(order["project_id"]))
         if client is None:
-            bound.warning("poll_impossible", reason="no request key for this project")
+            log.warning("poll_impossible", reason="no request key for this project")
             return "no_client"
         try:
             answer = await client.info(str(order["product"]), str(order["flow"]),
                                        str(order["payment_id"]))
+        except NotPollable as exc:
+            log.warning("poll_impossible", reason=str(exc))
+            return "not_pollable"
         except GatewayRejected as exc:
-            bound.warning("poll_rejected", http_status=exc.http_status,
-                          status_description=exc.status_description)
+            log.warning("poll_rejected", http_status=exc.http_status,
+                        status_description=exc.status_description)
             return "rejected"
-        except GatewayUnavailable as exc:
-            bound.warning("poll_gateway_error", error=str(exc))
+        except GatewayError as exc:  # unavailable after its retries, or a request we could not make
+            log.warning("poll_gateway_error", error=str(exc))
             return "gateway_error"
         if (answer.project_id, answer.payment_id) != (order["project_id"], order["payment_id"]):
-            bound.warning("poll_rejected", reason="answer names another payment")
+            log.warning("poll_rejected", reason="answer names another payment")
             return "rejected"
         obs = Observation.from_poll(answer, time.time(), poll_id)
         async with self.processor.locks(obs.order_id):
-            verdict = await self.processor.apply(obs, bound)
+            verdict = await self.processor.apply(obs)
         if verdict is Verdict.APPLY:
             return "settled" if answer.final else "changed"
         return "unchanged" if verdict is not Verdict.ANOMALY else "anomaly"

@@ -7,20 +7,17 @@ rebuilt from its sources.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-from collections import defaultdict
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from shared.alert import decode_body, parse_alert
 from shared.broker import Broker, Unroutable
 from shared.envelope import AlertEnvelope
 from shared.topology import IDEMPOTENCY_HEADER, ORDERS_EXCHANGE
+from worker.locks import KeyedLock
+from worker.metrics import WorkerMetrics
 from worker.records import (
     Document,
     Observation,
@@ -43,48 +40,6 @@ class StepRaceLost(RuntimeError):
     """Other replicas kept moving the order; the message is retried later."""
 
 
-class KeyedLock:
-    """One asyncio.Lock per key, dropped when nobody holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._users: defaultdict[str, int] = defaultdict(int)
-
-    @asynccontextmanager
-    async def __call__(self, key: str) -> AsyncIterator[None]:
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        self._users[key] += 1
-        try:
-            async with lock:
-                yield
-        finally:
-            self._users[key] -= 1
-            if not self._users[key]:
-                del self._users[key], self._locks[key]
-
-
-class WorkerMetrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.alerts = Counter(
-            "hh_worker_alerts", "Alerts processed, by outcome", ["outcome"], registry=self.registry
-        )
-        self.events = Counter(
-            "hh_worker_events", "Events published, by routing key", ["routing_key"],
-            registry=self.registry,
-        )
-        self.failures = Counter(
-            "hh_worker_failures", "Messages that failed, by kind", ["kind"], registry=self.registry
-        )
-        self.polls = Counter(
-            "hh_worker_polls", "Polls of stale orders, by outcome", ["outcome"],
-            registry=self.registry,
-        )
-        self.seconds = Histogram(
-            "hh_worker_alert_seconds", "Time to process one alert", registry=self.registry
-        )
-
-
 class Processor:
     def __init__(self, store: OrderStore, broker: Broker, metrics: WorkerMetrics) -> None:
         self.store = store
@@ -102,43 +57,42 @@ class Processor:
         _text, value = decode_body(envelope.body.encode("utf-8"))
         alert = parse_alert(value)
         obs = Observation.from_alert(alert, envelope)
-        bound = log.bind(
+        with structlog.contextvars.bound_contextvars(
             project_id=alert.project_id, payment_id=alert.payment_id,
             request_id=alert.request_id, idempotency_key=alert.idempotency_key,
             route=envelope.route, correlation_id=envelope.correlation_id, key_id=envelope.key_id,
-        )
-        async with self.locks(obs.order_id):
-            if await self.store.processed_alert(alert.idempotency_key) is not None:
-                bound.info("alert_processed", outcome=ALREADY_DONE)
-                self.metrics.alerts.labels(ALREADY_DONE).inc()
-                return ALREADY_DONE
-            verdict = await self.apply(obs, bound)
-            # Recorded last: a crash before this redoes the alert, which finds its own step.
-            await self.store.record_alert(
-                inbox_record(alert, envelope, verdict.value, time.time()))
+        ):
+            async with self.locks(obs.order_id):
+                if await self.store.processed_alert(alert.idempotency_key) is not None:
+                    log.info("alert_processed", outcome=ALREADY_DONE)
+                    self.metrics.alerts.labels(ALREADY_DONE).inc()
+                    return ALREADY_DONE
+                verdict = await self.apply(obs)
+                # Recorded last: a crash before this redoes the alert, which finds its own step.
+                await self.store.record_alert(
+                    inbox_record(alert, envelope, verdict.value, time.time()))
         self.metrics.alerts.labels(verdict.value).inc()
         return verdict.value
 
-    async def apply(
-        self, obs: Observation, bound: structlog.typing.FilteringBoundLogger | None = None
-    ) -> Verdict:
+    async def apply(self, obs: Observation) -> Verdict:
         """Run the state machine for `obs` and make its effect durable and published.
-        The caller holds the order's lock."""
+        The caller holds the order's lock and has bound the order's ids to the log context."""
         alert = obs.alert
-        bound = bound or log.bind(project_id=alert.project_id, payment_id=alert.payment_id)
         for _ in range(MAX_STEP_RACES):
             latest = await self.store.latest_transition(obs.order_id)
             verdict = decide(state_of(latest), obs.state)
+            seq = latest["seq"] if latest else 0  # the step the order is at, for the log line
             if verdict is Verdict.APPLY:
                 record = transition_record(obs, latest, time.time())
                 if not await self.store.append_transition(record):
                     continue  # another replica took this step first: read again, decide again
+                seq = record["seq"]
                 await self.publish_record(record)
                 await self.store.refresh_view(obs.order_id, record)
             elif verdict is Verdict.ANOMALY:
                 assert latest is not None
                 record = await self.store.record_anomaly(anomaly_record(obs, latest, time.time()))
-                bound.error(
+                log.error(
                     "order_anomaly", status=alert.status, sub_status=alert.sub_status,
                     current_status=latest["to"]["status"], source=obs.source,
                 )
@@ -150,11 +104,12 @@ class Processor:
                     await self.publish_record(latest)
                 await self.store.refresh_view(obs.order_id, latest)
                 if latest["idempotency_key"] == alert.idempotency_key:
-                    verdict = Verdict.APPLY  # the step is this very alert's, from a crashed try
-            bound.info(
+                    # The step is this very alert's, from a crashed try: it was applied, as
+                    # step `latest.seq` itself (not a new one after it).
+                    verdict = Verdict.APPLY
+            log.info(
                 "alert_processed" if obs.source == "callback" else "poll_processed",
-                outcome=verdict.value, status=alert.status, sub_status=alert.sub_status,
-                seq=(latest or {}).get("seq", 0) + (verdict is Verdict.APPLY),
+                outcome=verdict.value, status=alert.status, sub_status=alert.sub_status, seq=seq,
             )
             return verdict
         raise StepRaceLost(obs.order_id)

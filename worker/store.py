@@ -4,45 +4,22 @@ unique `_id`; updates touch documents that one kind of writer owns, with the sam
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
 from shared.mongo import Collections
 from shared.settings import PollerSettings, ProjectSettings
+from worker.lru import Lru
 from worker.records import Document, order_view, utc
 from worker.schedule import Slot
 
 VIEW_REFRESH_ROUNDS = 10
 HINT_CACHE_SIZE = 20_000
-
-T = TypeVar("T")
-
-
-class Lru(Generic[T]):
-    """A small least-recently-used map."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._items: OrderedDict[str, T] = OrderedDict()
-
-    def get(self, key: str) -> T | None:
-        item = self._items.get(key)
-        if item is not None:
-            self._items.move_to_end(key)
-        return item
-
-    def put(self, key: str, item: T) -> None:
-        self._items[key] = item
-        self._items.move_to_end(key)
-        if len(self._items) > self._size:
-            self._items.popitem(last=False)
-
 
 class OrderStore:
     def __init__(
@@ -163,7 +140,8 @@ class OrderStore:
         forward, so the last writer's check sees what it wrote and the view converges without
         conditional updates. `latest`, when the caller just read or wrote it, saves reads."""
         project = self._projects.get(order_id.partition(":")[0])
-        defaults = (project.default_product, project.default_flow) if project else ("p2p", "payin")
+        defaults = (project.default_product, project.default_flow) if project else (
+            ProjectSettings.default_product, ProjectSettings.default_flow)
         if latest is None:
             latest = await self.latest_transition(order_id)
         registration = await self._registration(order_id)

@@ -10,12 +10,12 @@ from typing import Any
 import aio_pika
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from structlog.testing import capture_logs
 
 from ingest.app import BROKER, create_app
 from shared.settings import Settings
 from tests.conftest import take_queued, wait_until
 from tests.keys import alert_body, gateway_rsa, merchant_rsa, signed_headers, vectors
+from tests.logcapture import captured
 
 pytestmark = pytest.mark.services
 PATH = "/callbacks/highhelp"
@@ -70,7 +70,7 @@ async def test_bad_alert_answer_and_nothing_published(
     name: str, make: Callable[[], tuple[bytes, dict[str, str]]], expected: int,
 ) -> None:
     body, headers = make()
-    with capture_logs() as logged:
+    with captured() as logged:
         response = await ingest.post(PATH, data=body, headers=headers)
     assert response.status == expected, name
     if expected == 401:
@@ -122,7 +122,7 @@ async def test_accepted_alert_is_logged_once_with_ids(
 ) -> None:
     body = alert_body("pay-log")
     headers = signed_headers(body, gateway_rsa())
-    with capture_logs() as logged:
+    with captured() as logged:
         assert (await ingest.post(PATH, data=body, headers=headers)).status == 200
     [line] = [e for e in logged if e["event"] == "alert_accepted"]
     assert line["payment_id"] == "pay-log" and line["request_id"] == "req-1"

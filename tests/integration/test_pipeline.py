@@ -8,26 +8,22 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from structlog.testing import capture_logs
 
 from shared.mongo import Collections
+from shared.wire import CALLBACK_PATHS
 from tests.conftest import EventTap, wait_until
 from tests.keys import PROJECT_ID, alert_body, gateway_hmac, gateway_rsa, signed_headers
+from tests.logcapture import captured
 from worker.app import Worker
 
 pytestmark = pytest.mark.services
 
-ROUTE_PATH = {
-    "callback": "/callbacks/highhelp",
-    "success": "/callbacks/highhelp/success",
-    "decline": "/callbacks/highhelp/decline",
-}
 
 
 async def post(client: TestClient[Any, Any], body: bytes, route: str = "callback",
                ts: int | None = None, key: Any = None) -> int:
     response = await client.post(
-        ROUTE_PATH[route], data=body, headers=signed_headers(body, key or gateway_rsa(), ts))
+        CALLBACK_PATHS[route], data=body, headers=signed_headers(body, key or gateway_rsa(), ts))
     return response.status
 
 
@@ -109,7 +105,7 @@ async def test_conflicting_final_is_an_anomaly(
 ) -> None:
     assert await post(ingest, alert_body("pay-x", "success", None), "success") == 200
     await events.wait(1)
-    with capture_logs() as logged:
+    with captured() as logged:
         assert await post(ingest, alert_body("pay-x", "decline", None), "decline") == 200
         found = await events.wait(2)
     assert found[1]["_routing_key"] == "order.anomaly" and found[1]["status"] == "decline"

@@ -20,10 +20,11 @@ from ingest.app import BROKER, create_app
 from sandbox.scenarios import Chaos
 from sandbox.traffic import generate
 from shared import mongo
-from shared.gateway import GatewayClient, GatewayRejected, RetryPolicy, signed_headers
-from shared.registration import publish_registration
+from shared.gateway import GatewayClient, GatewayRejected, RetryPolicy
+from shared.registrar import publish_registration
 from shared.settings import Settings
 from shared.signature import load_signing_key
+from shared.wire import request_headers
 from tests.conftest import EventTap, wait_until
 from tests.keys import PROJECT_ID, key_pem, vectors
 from tests.sandbox_fixtures import RunningSandbox, sandbox_config
@@ -98,12 +99,12 @@ def test_request_signatures_match_the_vectors() -> None:
     for case in vectors()["cases"]:
         body = json.loads(case["raw_body"])
         rsa_key = load_signing_key(key_pem("merchant_request_private_key_pkcs8"), "rsa")
-        headers = signed_headers(PROJECT_ID, rsa_key, body, vectors()["timestamp"])
+        headers = request_headers(PROJECT_ID, rsa_key, body, vectors()["timestamp"])
         assert headers["x-access-signature"] == case["rsa_signature_by_merchant_key"]
         assert headers["x-access-token"] == vectors()["merchant_access_token"]
         assert "x-access-merchant-algorithm" not in headers
         hmac_key = load_signing_key(key_pem("request_hmac_key"), "hmac")
-        headers = signed_headers(PROJECT_ID, hmac_key, body, vectors()["timestamp"])
+        headers = request_headers(PROJECT_ID, hmac_key, body, vectors()["timestamp"])
         assert headers["x-access-signature"] == case["hmac_sha512_hex_by_request_key"]
         assert headers["x-access-merchant-algorithm"] == "HMAC"
 
@@ -195,7 +196,6 @@ async def test_never_settled_order_needs_review_and_order_stale_is_published(
         assert view is not None and view["needs_review"] and view["next_poll_at"] is None
         polls = await s.db.polls.count_documents({"order_id": f"{PROJECT_ID}:stuck-1"})
         assert polls >= 2
-        assert s.worker.poller is not None
         await s.worker.poller.run_once()  # a given-up order is never polled again
         assert await s.db.polls.count_documents({"order_id": view["_id"]}) == polls
 
@@ -271,7 +271,7 @@ async def _stale_stuck_order(s: Stack, payment_id: str) -> dict[str, Any]:
 def _manual_poller(s: Stack) -> Any:
     from worker.poller import Poller
 
-    assert s.worker.poller is None  # the background poller is off: rounds run when we say
+    assert not s.settings.poller.enabled  # no background rounds: they run when we say
     return Poller(s.worker.processor, {PROJECT_ID: s.client}, s.settings.poller)
 
 

@@ -22,9 +22,9 @@ import pytest
 from shared import mongo
 from shared.settings import Settings
 from shared.topology import DEAD_QUEUE
+from shared.wire import CALLBACK_PATHS
 from tests.conftest import take_queued, toml_text, wait_until, write_config
 from tests.integration.test_broker_outage import rabbitmqctl
-from tests.integration.test_pipeline import ROUTE_PATH
 from tests.keys import alert_body, gateway_hmac, gateway_rsa, signed_headers
 from tests.processes import ServiceProcess, answers, free_port
 
@@ -99,7 +99,7 @@ class Sender:
         key = gateway_hmac() if n % 2 else gateway_rsa()
         try:
             async with self.http.post(
-                    self.url + ROUTE_PATH[alert.route], data=body,
+                    self.url + CALLBACK_PATHS[alert.route], data=body,
                     headers=signed_headers(body, key, base + alert.step)) as response:
                 status = response.status
         except aiohttp.ClientError:
