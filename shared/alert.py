@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 FINAL_STATUSES = frozenset({"success", "decline"})
@@ -87,6 +88,10 @@ class Alert:
     status: str
     sub_status: str | None
     status_description: str | None
+    # What the `payment` (or `payment_info`) block says, when it says it plainly; never a
+    # reason to refuse an alert.
+    amount: int | None = None
+    currency: str | None = None
 
     @property
     def idempotency_key(self) -> str:
@@ -122,6 +127,21 @@ def _optional_text(block: dict[str, object], name: str) -> str | None:
     return text
 
 
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+
+def _money(value: dict[str, object]) -> tuple[int | None, str | None]:
+    """Amount (minor units) and currency from the payment block, if well formed."""
+    for name in ("payment", "payment_info"):
+        block = value.get(name)
+        if isinstance(block, dict):
+            amount, currency = block.get("amount"), block.get("currency")
+            return (amount if isinstance(amount, int) and not isinstance(amount, bool) else None,
+                    currency if isinstance(currency, str) and _CURRENCY.match(currency)
+                    else None)
+    return None, None
+
+
 def parse_alert(value: object) -> Alert:
     """Read the fields we rely on; every other block is kept opaque by the caller."""
     if not isinstance(value, dict):
@@ -144,6 +164,7 @@ def parse_alert(value: object) -> Alert:
     status_text = _text(status.get("status"))
     if status_text is None:
         raise InvalidAlert("missing_status")
+    amount, currency = _money(value)
     return Alert(
         project_id=project_id,
         payment_id=payment_id,
@@ -151,4 +172,6 @@ def parse_alert(value: object) -> Alert:
         status=status_text,
         sub_status=_optional_text(status, "sub_status"),
         status_description=_optional_text(status, "status_description"),
+        amount=amount,
+        currency=currency,
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -123,6 +123,9 @@ def transition_record(obs: Observation, previous: Document | None, now: float) -
             "status_description": obs.alert.status_description,
             "request_id": obs.alert.request_id,
         },
+        # What the gateway last said of the money, carried forward when a step does not say.
+        "amount": _first(obs.alert.amount, (previous or {}).get("amount")),
+        "currency": _first(obs.alert.currency, (previous or {}).get("currency")),
         "source": obs.source,
         "gateway_time": obs.gateway_time,
         "recorded_at": utc(now),
@@ -133,10 +136,27 @@ def transition_record(obs: Observation, previous: Document | None, now: float) -
     }
 
 
+def _first(*values: Any) -> Any:
+    return next((v for v in values if v is not None), None)
+
+
 def anomaly_record(obs: Observation, current: Document, now: float) -> Document:
-    """A different final after a final: kept once per alert, published as order.anomaly."""
+    """A different final after a final: kept once per alert, published as order.anomaly.
+    The event's status fields state the order's kept status, so that a consumer that reads
+    only `status` and `final` never settles the order the other way; the conflicting report
+    is in `reported`."""
     record_id = f"anomaly:{obs.alert.idempotency_key}"
-    event = _event(str(uuid.uuid5(EVENT_NAMESPACE, record_id)), "anomaly", obs, current, now)
+    kept, alert = current["to"], obs.alert
+    as_kept = Observation(
+        replace(alert, status=kept["status"], sub_status=kept["sub_status"],
+                status_description=kept["status_description"]),
+        int(current["gateway_time"]), obs.source, obs.correlation_id)
+    event = _event(str(uuid.uuid5(EVENT_NAMESPACE, record_id)), "anomaly", as_kept, None, now)
+    event["reported"] = {
+        "status": alert.status, "sub_status": alert.sub_status,
+        "status_description": alert.status_description, "final": alert.final,
+        "gateway_time": iso(obs.gateway_time),
+    }
     return {
         "_id": record_id,
         "order_id": obs.order_id,
@@ -166,8 +186,9 @@ def order_view(
         "payment_id": reg.get("payment_id", payment_id),
         "product": reg.get("product", defaults[0]),
         "flow": reg.get("flow", defaults[1]),
-        "amount": reg.get("amount"),
-        "currency": reg.get("currency"),
+        # A registration's word first; else what the alerts said.
+        "amount": _first(reg.get("amount"), (latest or {}).get("amount")),
+        "currency": _first(reg.get("currency"), (latest or {}).get("currency")),
         "registered": registration is not None,
         "status": None,
         "sub_status": None,

@@ -108,10 +108,14 @@ async def test_conflicting_final_is_an_anomaly(
     with captured() as logged:
         assert await post(ingest, alert_body("pay-x", "decline", None), "decline") == 200
         found = await events.wait(2)
-    assert found[1]["_routing_key"] == "order.anomaly" and found[1]["status"] == "decline"
-    assert found[1]["previous"]["status"] == "success"
+    anomaly = found[1]
+    assert anomaly["_routing_key"] == "order.anomaly" and anomaly["type"] == "anomaly"
+    # The status fields state what the order kept; the conflicting report stands apart.
+    assert (anomaly["status"], anomaly["final"]) == ("success", True)
+    assert anomaly["reported"]["status"] == "decline"
     view = await order(db, "pay-x")
     assert view is not None and view["status"] == "success"
+    assert (view["amount"], view["currency"]) == (150000, "RUB")  # from the alert itself
     assert await db.anomalies.count_documents({"order_id": f"{PROJECT_ID}:pay-x"}) == 1
     assert any(e["event"] == "order_anomaly" and e["log_level"] == "error" for e in logged)
 

@@ -33,10 +33,41 @@ def test_transition_sequence_and_event() -> None:
 
 def test_anomaly_and_routing_key_of_odd_status() -> None:
     current = transition_record(obs("success", None), None, 1.0)
-    anomaly = anomaly_record(obs("decline", None), current, 2.0)
+    anomaly = anomaly_record(obs("decline", "bank", 2000), current, 2.0)
     assert anomaly["routing_key"] == "order.anomaly"
     assert transition_record(obs("Weird.Status#", None), None, 1)["routing_key"] == (
         "order.weird_status_")
+
+
+def test_anomaly_event_states_the_kept_status_and_reports_the_conflict_apart() -> None:
+    """A consumer bound to order.# that forgets `type` must not settle the order the other
+    way: status and final say what the order kept."""
+    kept = transition_record(obs("decline", "insufficient_funds", 1000), None, 1.0)
+    event = anomaly_record(obs("success", None, 2000), kept, 2.0)["event"]
+    assert (event["type"], event["status"], event["sub_status"], event["final"]) == (
+        "anomaly", "decline", "insufficient_funds", True)
+    assert event["reported"] == {"status": "success", "sub_status": None,
+                                 "status_description": None, "final": True,
+                                 "gateway_time": "1970-01-01T00:33:20Z"}
+    assert event["gateway_time"] == "1970-01-01T00:16:40Z" and event["previous"] is None
+
+
+def test_amount_and_currency_come_from_the_alert_when_nobody_registered_them() -> None:
+    alert = parse_alert({"project_id": PROJECT_ID, "general": {"payment_id": "p-1"},
+                         "status": {"status": "processing", "sub_status": "new"},
+                         "payment": {"amount": 150000, "currency": "RUB"}})
+    first = transition_record(Observation(alert, 1000, "callback", "c"), None, 1.0)
+    second = transition_record(obs("success", None), first, 2.0)  # a poll answer says no amount
+    key = f"{PROJECT_ID}:p-1"
+    view = order_view(key, second, None, None, ("p2p", "payin"), PollerSettings())
+    assert (view["amount"], view["currency"]) == (150000, "RUB")
+    reg = {"project_id": PROJECT_ID, "payment_id": "p-1", "amount": 99, "currency": "EUR"}
+    registered = order_view(key, second, reg, None, ("p2p", "payin"), PollerSettings())
+    assert (registered["amount"], registered["currency"]) == (99, "EUR")  # registration wins
+    odd = parse_alert({"project_id": PROJECT_ID, "general": {"payment_id": "p-1"},
+                       "status": {"status": "processing"},
+                       "payment_info": {"amount": "lots", "currency": "roubles"}})
+    assert (odd.amount, odd.currency) == (None, None)  # read plainly or not at all
 
 
 def test_view_from_sources() -> None:
