@@ -15,6 +15,7 @@ from typing import Any
 import aio_pika
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from aio_pika.connection import make_url
 from aio_pika.robust_connection import RobustConnection
 
 from shared.settings import Settings
@@ -32,9 +33,10 @@ class Unroutable(PublishFailed):
 
 
 def reconnect_delay(down_for_s: float, first_s: float, max_s: float) -> float:
-    """The pause before the next reconnection attempt: short while an outage is young (a broker
-    restart is back within seconds), growing with the outage so a long one is not hammered."""
-    return min(max_s, max(first_s, down_for_s / 2))
+    """The pause before the next reconnection attempt: `first_s` while an outage is young (a
+    broker restart is back within seconds, and a sender retrying then should find us ready),
+    then a tenth of the outage so far, so that a long one is not hammered."""
+    return min(max_s, max(first_s, down_for_s / 10))
 
 
 class BackoffConnection(RobustConnection):
@@ -89,12 +91,13 @@ class Broker:
 
     async def connect(self) -> None:
         """Connect once and declare the topology (idempotent on the broker)."""
-        connection = await aio_pika.connect_robust(
-            self._url, timeout=10, connection_class=BackoffConnection,
-            reconnect_interval=self._reconnect_first_s)
-        assert isinstance(connection, BackoffConnection)
+        # Made here rather than by connect_robust: if connecting is cancelled (a stop during
+        # start-up) the connection must still be closed, or its reconnection task lives on.
+        connection = BackoffConnection(
+            make_url(self._url, reconnect_interval=self._reconnect_first_s))
         connection.max_interval_s = self._reconnect_max_s
         try:
+            await connection.connect(timeout=10)
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             self.declared = await declare(channel, self._topology)
         except BaseException:

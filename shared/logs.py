@@ -23,8 +23,10 @@ def drop_secret_fields(
 
 
 def configure(fmt: str = "json", level: str = "info", *, cache: bool = True) -> None:
+    # Colours only on a terminal: escape codes in a file or a pipe are noise.
     renderer: Any = (
-        structlog.dev.ConsoleRenderer() if fmt == "console" else structlog.processors.JSONRenderer()
+        structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty()) if fmt == "console"
+        else structlog.processors.JSONRenderer()
     )
     structlog.configure(
         processors=[

@@ -1,0 +1,50 @@
+"""What every process does before it serves: settings read and checked, logs rendered, the
+broker's reconnection pause. No services needed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shared.broker import reconnect_delay
+from shared.settings import SettingsError, load_settings
+
+
+def test_console_logs_have_no_colour_codes_off_a_terminal() -> None:
+    code = ("from shared import logs; import structlog; logs.configure('console', 'info'); "
+            "structlog.get_logger().warning('hello', n=1)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert "hello" in out and "\x1b[" not in out
+
+
+@pytest.mark.parametrize(("toml", "names"), [
+    ('[worker]\nport = "eighty"\n', ["[worker] port", "int"]),
+    ("[amqp]\nprefetch = true\n", ["[amqp] prefetch", "int"]),
+    ("[poller]\nladder_s = [60, \"x\"]\n", ["[poller] ladder_s", "list of float"]),
+    ("[ingest]\nmax_body = 1\n", ["[ingest]", "unknown settings: max_body"]),
+    ("[worker\n", ["not valid TOML"]),
+    ('[[projects]]\nproject_id = "p"\ncallback_hmac_keys = ["missing.txt"]\n',
+     ["project p", "missing.txt"]),
+])
+def test_a_config_error_names_the_file_and_the_setting(
+    tmp_path: Path, toml: str, names: list[str]
+) -> None:
+    config = tmp_path / "hh.toml"
+    config.write_text(toml)
+    with pytest.raises(SettingsError) as raised:
+        load_settings(config)
+    message = str(raised.value)
+    assert str(config) in message and "\n" not in message.strip()
+    for name in names:
+        assert name in message
+
+
+def test_reconnection_pause_starts_short_and_grows_with_the_outage() -> None:
+    assert reconnect_delay(0.0, 1.0, 10.0) == 1.0
+    assert reconnect_delay(8.0, 1.0, 10.0) == 1.0  # a restart's outage: still every second
+    assert reconnect_delay(60.0, 1.0, 10.0) == 6.0
+    assert reconnect_delay(3600.0, 1.0, 10.0) == 10.0
