@@ -23,8 +23,8 @@ from shared import mongo
 from shared.settings import Settings
 from shared.topology import DEAD_QUEUE
 from shared.wire import CALLBACK_PATHS
+from tests.broker_control import broker_accepts, rabbitmqctl
 from tests.conftest import take_queued, toml_text, wait_until, write_config
-from tests.integration.test_broker_outage import rabbitmqctl
 from tests.keys import alert_body, gateway_hmac, gateway_rsa, signed_headers
 from tests.processes import ServiceProcess, answers, free_port
 
@@ -168,10 +168,13 @@ async def test_soak(
         try:
             retry += await sender.send_all(numbered[third:third + 400])
         finally:
+            returned = asyncio.create_task(broker_accepts())
             await rabbitmqctl("start_app")
             await rabbitmqctl("await_startup")
-        outage_s = time.monotonic() - outage_started
+        back = await returned
+        outage_s = back - outage_started
         await wait_until(ready, 60, "ingest reconnected")
+        recovery_s = time.monotonic() - back
         retry += await sender.send_all(numbered[third + 400:])
         while retry:
             tally.retried += len(retry)
@@ -220,7 +223,8 @@ async def test_soak(
 
     print(f"\nsoak: {len(stream)} alerts sent ({len(stream) - distinct} duplicates, "
           f"{len(truth)} orders), answers {dict(tally.answers)}, {tally.retried} resent; "
-          f"broker down {outage_s:.1f} s; worker killed after {killed_at} processed; "
+          f"broker down {outage_s:.1f} s, ingest serving {recovery_s:.2f} s after its return; "
+          f"worker killed after {killed_at} processed; "
           f"{len(recorded)} distinct processed, {processed()} processing passes, {lost} lost, "
           f"{sum(map(len, log.values()))} transitions, {duplicate_steps} duplicate, "
           f"{unpublished} unpublished, {dead} dead-lettered, {len(wrong)} wrong final states; "
