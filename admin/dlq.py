@@ -1,15 +1,16 @@
 """Dead letters (hh.callbacks.dead): list, show, redrive, purge.
 
 Reading a queue without taking messages off it: each message is fetched unacknowledged and
-handed back when the channel closes. A redriven message is published back to hh.callbacks
-(with confirm) before its dead copy is acked, so nothing is lost; the worker's dedup keeps a
-message that was in fact processed from having a second effect.
+handed back when the channel closes. A redriven message is published again where it was first
+sent (an alert to hh.callbacks, a registration to hh.orders.register), with confirm, before its
+dead copy is acked, so nothing is lost; the worker's dedup keeps a message that was in fact
+processed from having a second effect.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,10 +18,17 @@ from typing import Any
 from aio_pika.abc import AbstractIncomingMessage
 
 from shared.broker import Broker
-from shared.topology import CALLBACKS_EXCHANGE, DEAD_QUEUE, RETRY_ROUTING_KEY
-from worker.consumer import ATTEMPT_HEADER, REASON_HEADER
-
-REDRIVE_HEADER = "x-hh-redriven-at"
+from shared.topology import (
+    ATTEMPTS_HEADER,
+    CALLBACKS_EXCHANGE,
+    DEAD_AT_HEADER,
+    DEAD_QUEUE,
+    EXCHANGE_HEADER,
+    REASON_HEADER,
+    REDRIVEN_AT_HEADER,
+    RETRY_ROUTING_KEY,
+    ROUTING_KEY_HEADER,
+)
 
 
 @dataclass(frozen=True)
@@ -29,6 +37,7 @@ class DeadLetter:
     reason: str
     dead_at: str
     attempts: int
+    exchange: str  # where it was first sent ("" is the default exchange)
     routing_key: str
     correlation_id: str
     body: bytes
@@ -36,7 +45,8 @@ class DeadLetter:
     def summary(self, now: float) -> dict[str, Any]:
         return {"id": self.message_id, "reason": self.reason, "dead_at": self.dead_at,
                 "age_s": _age(self.dead_at, now), "attempts": self.attempts,
-                "routing_key": self.routing_key, "correlation_id": self.correlation_id}
+                "exchange": self.exchange, "routing_key": self.routing_key,
+                "correlation_id": self.correlation_id}
 
 
 def _age(dead_at: str, now: float) -> float | None:
@@ -46,13 +56,28 @@ def _age(dead_at: str, now: float) -> float | None:
         return None
 
 
+def origin(headers: Mapping[str, Any]) -> tuple[str, str]:
+    """Where a dead letter was first sent: as the worker recorded it, else as the broker did
+    (x-death, for a message it dead-lettered itself at the delivery limit), else an alert's
+    way back into the work queue (letters from before the origin was recorded)."""
+    if EXCHANGE_HEADER in headers:
+        return str(headers[EXCHANGE_HEADER]), str(headers.get(ROUTING_KEY_HEADER, ""))
+    deaths = headers.get("x-death")
+    if isinstance(deaths, list) and deaths and isinstance(deaths[0], Mapping):
+        # The newest death comes first: how the message reached the queue it died in.
+        keys = deaths[0].get("routing-keys") or [""]
+        return str(deaths[0].get("exchange", "")), str(keys[0])
+    return CALLBACKS_EXCHANGE, RETRY_ROUTING_KEY
+
+
 def _letter(message: AbstractIncomingMessage) -> DeadLetter:
     headers = message.headers or {}
+    exchange, routing_key = origin(headers)
     return DeadLetter(
         message_id=message.message_id or "", reason=str(headers.get(REASON_HEADER, "")),
-        dead_at=str(headers.get("x-hh-dead-at", "")),
-        attempts=int(str(headers.get("x-hh-attempts", 0) or 0)),
-        routing_key=str(headers.get("x-hh-routing-key", "")),
+        dead_at=str(headers.get(DEAD_AT_HEADER, "")),
+        attempts=int(str(headers.get(ATTEMPTS_HEADER, 0) or 0)),
+        exchange=exchange, routing_key=routing_key,
         correlation_id=message.correlation_id or "", body=message.body)
 
 
@@ -95,11 +120,12 @@ async def redrive(
     async def act(message: AbstractIncomingMessage, letter: DeadLetter) -> None:
         if not match(letter):
             return
+        # Our x-hh-* headers (attempts, reason) and the broker's x-death start afresh.
         headers = {k: v for k, v in (message.headers or {}).items()
-                   if not k.startswith("x-hh-") and k != ATTEMPT_HEADER and k != "x-death"}
-        await broker.publish(CALLBACKS_EXCHANGE, RETRY_ROUTING_KEY, message.body,
+                   if not k.startswith("x-hh-") and k != "x-death"}
+        await broker.publish(letter.exchange, letter.routing_key, message.body,
                              correlation_id=letter.correlation_id,
-                             headers={**headers, REDRIVE_HEADER: time.time()})
+                             headers={**headers, REDRIVEN_AT_HEADER: time.time()})
         await message.ack()  # only after the confirm of the copy
         sent.append(letter)
 

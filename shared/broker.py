@@ -152,6 +152,8 @@ class Broker:
             timestamp=time.time(),
             headers=dict(headers or {}),
         )
+        if exchange and exchange not in self.declared.exchanges:
+            raise PublishFailed(f"exchange {exchange} is not in the topology")
         try:
             target = (self.declared.exchanges[exchange] if exchange
                       else self.channel.default_exchange)  # type: ignore[union-attr]

@@ -18,6 +18,15 @@ ORDERS_EXCHANGE = "hh.orders"
 REGISTER_QUEUE = "hh.orders.register"
 
 IDEMPOTENCY_HEADER = "x-idempotency-key"
+# Our headers on messages that are retried or dead-lettered (what an operator reads and what
+# a redrive needs: where the message was first sent).
+ATTEMPT_HEADER = "x-hh-attempt"
+REASON_HEADER = "x-hh-reason"
+DEAD_AT_HEADER = "x-hh-dead-at"
+ATTEMPTS_HEADER = "x-hh-attempts"
+EXCHANGE_HEADER = "x-hh-exchange"
+ROUTING_KEY_HEADER = "x-hh-routing-key"
+REDRIVEN_AT_HEADER = "x-hh-redriven-at"
 
 
 @dataclass(frozen=True)

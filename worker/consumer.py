@@ -16,14 +16,21 @@ from shared.broker import Broker, PublishFailed
 from shared.envelope import AlertEnvelope, InvalidEnvelope
 from shared.registration import parse_registration
 from shared.settings import WorkerSettings
-from shared.topology import DEAD_EXCHANGE, RETRY_EXCHANGE, retry_queue
+from shared.topology import (
+    ATTEMPT_HEADER,
+    ATTEMPTS_HEADER,
+    DEAD_AT_HEADER,
+    DEAD_EXCHANGE,
+    EXCHANGE_HEADER,
+    REASON_HEADER,
+    RETRY_EXCHANGE,
+    ROUTING_KEY_HEADER,
+    retry_queue,
+)
 from worker.processor import Processor
 from worker.records import utc
 
 log = structlog.get_logger("worker.consumer")
-
-ATTEMPT_HEADER = "x-hh-attempt"
-REASON_HEADER = "x-hh-reason"
 
 
 class PermanentFailure(Exception):
@@ -143,9 +150,12 @@ class Consumer:
                   correlation_id=message.correlation_id, queue=message.routing_key)
         await self._forward(message, DEAD_EXCHANGE, "", {
             REASON_HEADER: reason[:500],
-            "x-hh-dead-at": utc(time.time()).isoformat(),
-            "x-hh-attempts": attempt,
-            "x-hh-routing-key": message.routing_key or "",
+            DEAD_AT_HEADER: utc(time.time()).isoformat(),
+            ATTEMPTS_HEADER: attempt,
+            # Where it was sent, so a redrive sends it there again (a registration to its
+            # queue, an alert to hh.callbacks).
+            EXCHANGE_HEADER: message.exchange or "",
+            ROUTING_KEY_HEADER: message.routing_key or "",
         })
 
 

@@ -14,10 +14,12 @@ from aiohttp.test_utils import TestClient
 from admin import dlq
 from shared.broker import PublishFailed
 from shared.mongo import Collections
-from shared.topology import CALLBACKS_EXCHANGE, ORDERS_EXCHANGE
+from shared.registrar import publish_registration
+from shared.registration import Registration
+from shared.topology import CALLBACKS_EXCHANGE, ORDERS_EXCHANGE, PROCESS_QUEUE, REGISTER_QUEUE
 from tests.conftest import EventTap, wait_until
 from tests.integration.test_pipeline import post
-from tests.keys import alert_body
+from tests.keys import PROJECT_ID, alert_body
 from worker.app import Worker
 
 pytestmark = pytest.mark.services
@@ -79,3 +81,50 @@ async def test_exhausted_message_is_redriven_after_the_fix(
     finally:
         await worker.mongo_client.drop_database(settings.mongo.database)
         await worker.stop()
+
+
+async def test_dead_registration_is_redriven_to_its_own_queue(
+    make_settings: Callable[..., Any], amqp: aio_pika.abc.AbstractChannel,
+) -> None:
+    """A registration that died during a store outage goes back to hh.orders.register, not to
+    the alert queue (where it would fail as an invalid envelope and die again)."""
+    settings = make_settings(worker={"quick_retries_s": [], "max_attempts": 1})
+    worker = Worker(settings)
+    await worker.start(http=False)
+    try:
+        healthy = worker.store.register
+
+        async def store_down(doc: dict[str, Any]) -> bool:
+            raise ConnectionError("simulated store outage")
+
+        worker.store.register = store_down  # type: ignore[method-assign]
+        await publish_registration(worker.broker, Registration(
+            PROJECT_ID, "reg-dead", "p2p", "payin", 100, "RUB"))
+        [letter] = await letters(worker, 1)
+        assert (letter.exchange, letter.routing_key) == ("", REGISTER_QUEUE)
+        assert "exhausted 1 attempts" in letter.reason
+
+        worker.store.register = healthy  # type: ignore[method-assign]  # the fix
+        assert len(await dlq.redrive(worker.broker, dlq.matcher([], None, True))) == 1
+
+        async def registered() -> bool:
+            key = f"{PROJECT_ID}:reg-dead"
+            return await worker.store.c.registrations.find_one({"_id": key}) is not None
+        await wait_until(registered, 20, "the redriven registration recorded")
+        assert await dlq.list_letters(worker.broker) == []  # it did not die again
+    finally:
+        await worker.mongo_client.drop_database(settings.mongo.database)
+        await worker.stop()
+
+
+def test_origin_of_a_dead_letter() -> None:
+    recorded = {"x-hh-exchange": "", "x-hh-routing-key": REGISTER_QUEUE}
+    assert dlq.origin(recorded) == ("", REGISTER_QUEUE)
+    # Dead-lettered by the broker itself at the delivery limit: x-death, newest first.
+    by_broker = {"x-death": [
+        {"queue": PROCESS_QUEUE, "exchange": CALLBACKS_EXCHANGE, "routing-keys": ["callback.x"],
+         "reason": "delivery_limit"},
+        {"queue": "hh.callbacks.retry.1s", "exchange": "hh.callbacks.retry",
+         "routing-keys": ["hh.callbacks.retry.1s"], "reason": "expired"}]}
+    assert dlq.origin(by_broker) == (CALLBACKS_EXCHANGE, "callback.x")
+    assert dlq.origin({}) == (CALLBACKS_EXCHANGE, "callback.retry")  # an older letter
