@@ -22,6 +22,7 @@ from sandbox.traffic import generate
 from shared import mongo
 from shared.gateway import GatewayClient, GatewayRejected, RetryPolicy
 from shared.registrar import publish_registration
+from shared.registration import Registration
 from shared.settings import Settings
 from shared.signature import load_signing_key
 from shared.wire import request_headers
@@ -323,3 +324,29 @@ async def test_lost_schedule_write_is_repaired_from_the_finished_poll(
         fresh = await s.db.orders.find_one({"_id": view["_id"]})
         assert fresh is not None and fresh["next_poll_at"].timestamp() == pytest.approx(
             later.timestamp(), abs=0.01)
+
+
+async def test_widget_order_is_not_pollable_and_the_round_goes_on(
+    stack: Callable[..., Any],
+) -> None:
+    """The spec gives no status endpoint for widget payments: their poll is finished as
+    `not_pollable` (the ladder goes on, to needs_review in time), and no gateway error
+    escapes the round, so the other due orders are still polled."""
+    async with stack(Chaos(drop_rate=1.0, step_delay_s=0.05), enabled=False,
+                     stale_after_s=0.5) as s:
+        await publish_registration(s.worker.broker, Registration(
+            PROJECT_ID, "widget-1", "widget", "payin", 500, "RUB"))
+        p2p = await _stale_stuck_order(s, "after-widget")
+
+        async def widget_due() -> bool:
+            view = await s.db.orders.find_one({"_id": f"{PROJECT_ID}:widget-1"})
+            return bool(view and view["next_poll_at"]
+                        and view["next_poll_at"].timestamp() <= time.time())
+        await wait_until(widget_due, 20, "the widget order due")
+        assert await _manual_poller(s).run_once() == 2
+        widget_poll = await s.db.polls.find_one({"_id": f"{PROJECT_ID}:widget-1:1"})
+        assert widget_poll is not None and widget_poll["outcome"] == "not_pollable"
+        other = await s.db.polls.find_one({"_id": f"{p2p['_id']}:1"})
+        assert other is not None and other["outcome"] in ("unchanged", "changed")
+        view = await s.db.orders.find_one({"_id": f"{PROJECT_ID}:widget-1"})
+        assert view is not None and view["next_poll_at"] is not None  # the ladder goes on
