@@ -18,6 +18,7 @@ from shared.settings import Settings
 from tests.conftest import toml_text, wait_until, write_config
 from tests.logcapture import LOG_LINES
 from tests.processes import answers, free_port, http_status
+from worker.app import Worker
 
 pytestmark = pytest.mark.services
 
@@ -137,3 +138,25 @@ async def test_worker_health_is_503_until_it_consumes(
 
 async def _answers_any(http: aiohttp.ClientSession, url: str) -> bool:
     return await http_status(http, url) is not None
+
+
+async def test_both_processes_export_the_standard_process_series(
+    make_settings: Any, ingest: Any, amqp: Any,
+) -> None:
+    port = free_port()
+    settings = make_settings(worker={"port": port})
+    worker = Worker(settings)
+    await worker.start()
+    try:
+        async with aiohttp.ClientSession() as http, http.get(
+                f"http://127.0.0.1:{port}/metrics") as response:
+            worker_text = await response.text()
+        ingest_text = await (await ingest.get("/metrics")).text()
+    finally:
+        await worker.mongo_client.drop_database(settings.mongo.database)
+        await worker.stop()
+    for text in (worker_text, ingest_text):
+        for series in ("process_resident_memory_bytes", "process_cpu_seconds_total",
+                       "process_open_fds", "python_info"):
+            assert f"\n{series}" in text, series
+    assert "# TYPE hh_worker_alerts" in worker_text and "# TYPE hh_ingest_alerts" in ingest_text
