@@ -9,6 +9,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 STATE=${HH_SERVICES_DIR:-$HOME/.local/share/hh-callbacks}
 TOOLS=${HH_TOOLS_DIR:-$HOME/.local/hh-tools}
 FERRETDB_VERSION=v1.24.2
+GO_NEEDED=1.24  # FerretDB 1.24's go.mod: `go 1.24` (older Go cannot read its toolchain line)
 FERRETDB_BIN=$TOOLS/bin/ferretdb-$FERRETDB_VERSION-idfix  # the name says which build it is
 MONGO_PORT=${HH_MONGO_PORT:-27017}
 AMQP_PORT=${HH_AMQP_PORT:-5672}
@@ -25,9 +26,22 @@ install_rabbitmq() {
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends rabbitmq-server >/dev/null
 }
 
+# Go >= $GO_NEEDED, or one line saying what is needed (Debian's own golang is too old).
+check_go() {
+  command -v go >/dev/null 2>&1 || { log "Go $GO_NEEDED or newer is needed to build FerretDB; no go on PATH"; exit 1; }
+  local found major minor
+  found=$(go env GOVERSION 2>/dev/null || true)
+  major=$(printf '%s' "$found" | sed -n 's/^go\([0-9]*\)\.\([0-9]*\).*/\1/p')
+  minor=$(printf '%s' "$found" | sed -n 's/^go\([0-9]*\)\.\([0-9]*\).*/\2/p')
+  if [ -z "$major" ] || [ "$major" -lt 1 ] || { [ "$major" -eq 1 ] && [ "$minor" -lt "${GO_NEEDED#1.}" ]; }; then
+    log "Go $GO_NEEDED or newer is needed to build FerretDB $FERRETDB_VERSION; found ${found:-an unknown version} ($(command -v go))"
+    exit 1
+  fi
+}
+
 install_ferretdb() {
   [ -x "$FERRETDB_BIN" ] && return
-  command -v go >/dev/null 2>&1 || { log "go is required to build FerretDB"; exit 1; }
+  check_go
   log "building FerretDB $FERRETDB_VERSION (about two minutes, once)"
   # Built from the module's own source, as FerretDB's release build does: `go install pkg@version`
   # would ask the proxy for the version list (refused here), and a build as a dependency lacks
@@ -48,7 +62,11 @@ install_ferretdb() {
   grep -q 'IDColumn = DefaultColumn + `->"_id"`' "$meta" \
     || { log "could not apply the _id index fix to FerretDB (source changed?)"; exit 1; }
   mkdir -p "$TOOLS/bin"
-  (cd "$build" && go build -trimpath -o "$FERRETDB_BIN.tmp" ./cmd/ferretdb) && mv "$FERRETDB_BIN.tmp" "$FERRETDB_BIN"
+  # GOTOOLCHAIN=local: build with the Go checked above, never fetch another toolchain.
+  if ! (cd "$build" && GOTOOLCHAIN=local go build -trimpath -o "$FERRETDB_BIN.tmp" ./cmd/ferretdb); then
+    rm -rf "$build"; log "building FerretDB $FERRETDB_VERSION failed (the go output is above)"; exit 1
+  fi
+  mv "$FERRETDB_BIN.tmp" "$FERRETDB_BIN"
   rm -rf "$build"
 }
 
@@ -94,18 +112,32 @@ start_ferretdb() {
   log "starting ferretdb on 127.0.0.1:$MONGO_PORT (data in $STATE/ferretdb)"
   # WAL with synchronous=NORMAL: survives a crash of any process (what our tests do to it);
   # only an OS crash could lose the last commits. A local stand-in; production runs MongoDB.
-  nohup "$FERRETDB_BIN" --handler=sqlite --sqlite-url="file:$STATE/ferretdb/?_pragma=synchronous(normal)" \
+  # In a session of its own (setsid): a Ctrl-C in the terminal that ran `make run` reaches
+  # make's process group, not the server. The shell writes its own pid, then becomes it.
+  setsid sh -c 'echo $$ >"$1"; shift; exec "$@"' sh "$STATE/ferretdb.pid" \
+    "$FERRETDB_BIN" --handler=sqlite --sqlite-url="file:$STATE/ferretdb/?_pragma=synchronous(normal)" \
     --listen-addr="127.0.0.1:$MONGO_PORT" --telemetry=disable --log-level=warn \
     --debug-addr=- --state-dir="$STATE/ferretdb" \
     >>"$STATE/ferretdb.log" 2>&1 </dev/null &
-  echo $! >"$STATE/ferretdb.pid"
   wait_for ferretdb 60 port_open "$MONGO_PORT"
+}
+
+# Whether `pid` is still our FerretDB: a pid file outlives its process, and the number may
+# since name another process, which must not be signalled.
+is_our_ferretdb() {
+  local pid=$1
+  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] && tr '\0' '\n' <"/proc/$pid/cmdline" | head -1 | grep -qF "$FERRETDB_BIN"
 }
 
 stop_all() {
   if [ -f "$STATE/ferretdb.pid" ]; then
-    kill "$(cat "$STATE/ferretdb.pid")" 2>/dev/null || true
-    rm -f "$STATE/ferretdb.pid"; log "ferretdb stopped"
+    local pid; pid=$(cat "$STATE/ferretdb.pid")
+    if is_our_ferretdb "$pid"; then
+      kill "$pid"; log "ferretdb stopped"
+    else
+      log "ferretdb was not running (pid file named $pid, not our server: left alone)"
+    fi
+    rm -f "$STATE/ferretdb.pid"
   fi
   if command -v rabbitmqctl >/dev/null 2>&1 && port_open "$AMQP_PORT"; then
     as_root rabbitmqctl stop >/dev/null 2>&1 || true; log "rabbitmq stopped"
