@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test soak bench services services-stop lint venv sample-alert demo
+.PHONY: run test test-unit soak bench services services-stop lint venv sample-alert demo
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ services-stop:
 
 test: venv services
 	$(BIN)/pytest
+
+test-unit: venv  # no services needed: seconds
+	$(BIN)/pytest tests/unit
 
 soak: venv services
 	$(BIN)/pytest -m soak -s
