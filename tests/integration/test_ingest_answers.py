@@ -13,12 +13,13 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from ingest.app import BROKER, create_app
 from shared.settings import Settings
+from shared.wire import CALLBACK_PATHS, SIGNATURE_HEADER, TIMESTAMP_HEADER
 from tests.conftest import take_queued, wait_until
 from tests.keys import alert_body, gateway_rsa, merchant_rsa, signed_headers, vectors
 from tests.logcapture import captured
 
 pytestmark = pytest.mark.services
-PATH = "/callbacks/highhelp"
+PATH = CALLBACK_PATHS["callback"]
 
 
 async def queued(amqp: aio_pika.abc.AbstractChannel) -> int:
@@ -38,7 +39,7 @@ def tampered_body() -> tuple[bytes, dict[str, str]]:
 def tampered_timestamp() -> tuple[bytes, dict[str, str]]:
     body = alert_body()
     headers = signed_headers(body, gateway_rsa())
-    return body, {**headers, "x-access-timestamp": str(int(headers["x-access-timestamp"]) - 1)}
+    return body, {**headers, TIMESTAMP_HEADER: str(int(headers[TIMESTAMP_HEADER]) - 1)}
 
 
 CASES: list[tuple[str, Callable[[], tuple[bytes, dict[str, str]]], int]] = [
@@ -46,7 +47,7 @@ CASES: list[tuple[str, Callable[[], tuple[bytes, dict[str, str]]], int]] = [
     ("tampered timestamp", tampered_timestamp, 401),
     ("wrong key", lambda: (alert_body(), signed_headers(alert_body(), merchant_rsa())), 401),
     ("no signature", lambda: (alert_body(), without(
-        signed_headers(alert_body(), gateway_rsa()), "x-access-signature")), 401),
+        signed_headers(alert_body(), gateway_rsa()), SIGNATURE_HEADER)), 401),
     ("old timestamp", lambda: (alert_body(), signed_headers(
         alert_body(), gateway_rsa(), int(time.time()) - 301)), 401),
     ("future timestamp", lambda: (alert_body(), signed_headers(
@@ -54,7 +55,7 @@ CASES: list[tuple[str, Callable[[], tuple[bytes, dict[str, str]]], int]] = [
     ("unknown project", lambda: (alert_body(project_id="00000000-0000-0000-0000-000000000000"),
         signed_headers(alert_body(project_id="00000000-0000-0000-0000-000000000000"),
                        gateway_rsa())), 401),
-    ("not json", lambda: (b"hello", {"x-access-timestamp": "1"}), 400),
+    ("not json", lambda: (b"hello", {TIMESTAMP_HEADER: "1"}), 400),
     ("json array", lambda: (b"[1]", {}), 400),
     ("no project_id", lambda: (json.dumps({"general": {"payment_id": "p"},
                                            "status": {"status": "success"}}).encode(), {}), 400),
@@ -78,7 +79,7 @@ async def test_bad_alert_answer_and_nothing_published(
     assert await queued(amqp) == 0
     [line] = [e for e in logged if e["event"] == "alert_rejected"]
     assert line["outcome"] == expected
-    signature = headers.get("x-access-signature")
+    signature = headers.get(SIGNATURE_HEADER)
     assert not signature or signature not in repr(logged)
 
 
@@ -89,7 +90,7 @@ async def test_chunked_body_over_the_limit_is_413(
         for _ in range(100):
             yield b"x" * 1024
 
-    response = await ingest.post(PATH, data=chunks(), headers={"x-access-timestamp": "1"})
+    response = await ingest.post(PATH, data=chunks(), headers={TIMESTAMP_HEADER: "1"})
     assert response.status == 413
     assert await queued(amqp) == 0
 
@@ -128,7 +129,7 @@ async def test_accepted_alert_is_logged_once_with_ids(
     assert line["payment_id"] == "pay-log" and line["request_id"] == "req-1"
     assert line["idempotency_key"].endswith(":pay-log:processing:new")
     assert line["route"] == "callback" and line["correlation_id"] and line["outcome"] == 200
-    assert headers["x-access-signature"] not in repr(logged)
+    assert headers[SIGNATURE_HEADER] not in repr(logged)
     assert await queued(amqp) == 1
 
 
@@ -143,14 +144,14 @@ async def test_independent_implementations_alert_is_accepted_and_its_twin_refuse
     async with TestClient(TestServer(app)) as client:
         await wait_until(lambda: _true(app[BROKER].ready), 20, "broker")
         case = vec["cases"][1]
-        headers = {"x-access-timestamp": str(vec["timestamp"]), "Content-Type": "application/json"}
+        headers = {TIMESTAMP_HEADER: str(vec["timestamp"]), "Content-Type": "application/json"}
         good = await client.post(PATH, data=case["raw_body"].encode(), headers={
-            **headers, "x-access-signature": case["rsa_signature_by_gateway_key"]})
+            **headers, SIGNATURE_HEADER: case["rsa_signature_by_gateway_key"]})
         assert good.status == 200
         for negative in vec["negative_cases"]:
             bad = await client.post(PATH, data=negative["raw_body"].encode(), headers={
-                **headers, "x-access-timestamp": str(negative["timestamp"]),
-                "x-access-signature": negative["signature"]})
+                **headers, TIMESTAMP_HEADER: str(negative["timestamp"]),
+                SIGNATURE_HEADER: negative["signature"]})
             assert bad.status == 401, negative["why"]
     assert await queued(amqp) == 1
 
@@ -184,9 +185,9 @@ async def test_random_requests_never_get_a_500(
         body = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 60)))
         if rng.random() < 0.3:
             body = alert_body(f"fz-{rng.randint(0, 9)}")
-        headers = {"x-access-timestamp": rng.choice(["", "x", "-1", str(int(time.time())),
+        headers = {TIMESTAMP_HEADER: rng.choice(["", "x", "-1", str(int(time.time())),
                                                      "9" * 40]),
-                   "x-access-signature": rng.choice(["", "00", "a" * 3000, "=="])}
+                   SIGNATURE_HEADER: rng.choice(["", "00", "a" * 3000, "=="])}
         response = await ingest.post(PATH, data=body, headers=headers)
         seen.add(response.status)
     assert seen <= {200, 400, 401, 413}, seen

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 
 from shared.settings import Settings
 from shared.signature import load_signing_key
+from shared.wire import CALLBACK_PATHS
 from tests.conftest import toml_text, wait_until, write_config
 from tests.keys import alert_body, gateway_hmac, gateway_rsa, key_pem, signed_headers
 from tests.processes import ServiceProcess, answers, free_port
@@ -34,7 +35,7 @@ async def test_sighup_swaps_keys_without_dropping_requests(
     config = tmp_path / "ingest.toml"
     config.write_text(toml_text(raw))
     proc = await ServiceProcess.start(config, "ingest")
-    url = f"http://127.0.0.1:{port}/callbacks/highhelp"
+    url = f"http://127.0.0.1:{port}{CALLBACK_PATHS['callback']}"
     try:
         async with aiohttp.ClientSession() as http:
             await wait_until(answers(http, f"http://127.0.0.1:{port}/readyz", 200), 30,

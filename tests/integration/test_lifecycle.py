@@ -18,6 +18,7 @@ from shared.alert import decode_body, parse_alert
 from shared.envelope import AlertEnvelope
 from shared.mongo import Collections
 from shared.settings import Settings
+from shared.wire import CALLBACK_PATHS
 from tests.conftest import take_queued, toml_text, wait_until, write_config
 from tests.integration.test_pipeline import post
 from tests.keys import alert_body, gateway_rsa, signed_headers
@@ -50,7 +51,7 @@ async def test_ingest_drains_on_sigterm(
         slow_body = alert_body("drain-slow", "success", None)
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         head = "".join(f"{k}: {v}\r\n" for k, v in signed_headers(slow_body, gateway_rsa()).items())
-        writer.write(f"POST /callbacks/highhelp/success HTTP/1.1\r\nHost: ingest\r\n{head}"
+        writer.write(f"POST {CALLBACK_PATHS['success']} HTTP/1.1\r\nHost: ingest\r\n{head}"
                      f"Content-Length: {len(slow_body)}\r\nConnection: close\r\n\r\n".encode()
                      + slow_body[:20])
         await writer.drain()
@@ -70,7 +71,7 @@ async def test_ingest_drains_on_sigterm(
         assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
         # ... and a new one is accepted, for the load balancer may still send a few.
         body = alert_body("drain-during", "success", None)
-        async with http.post(f"{base}/callbacks/highhelp", data=body,
+        async with http.post(f"{base}{CALLBACK_PATHS['callback']}", data=body,
                              headers=signed_headers(body, gateway_rsa())) as response:
             assert response.status == 200
         await wait_until(answers(http, f"{base}/healthz", None), 10,

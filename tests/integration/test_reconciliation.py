@@ -25,7 +25,7 @@ from shared.registrar import publish_registration
 from shared.registration import Registration
 from shared.settings import Settings
 from shared.signature import load_signing_key
-from shared.wire import request_headers
+from shared.wire import ALGORITHM_HEADER, SIGNATURE_HEADER, TOKEN_HEADER, request_headers
 from tests.conftest import EventTap, wait_until
 from tests.keys import PROJECT_ID, key_pem, vectors
 from tests.sandbox_fixtures import RunningSandbox, sandbox_config
@@ -101,13 +101,13 @@ def test_request_signatures_match_the_vectors() -> None:
         body = json.loads(case["raw_body"])
         rsa_key = load_signing_key(key_pem("merchant_request_private_key_pkcs8"), "rsa")
         headers = request_headers(PROJECT_ID, rsa_key, body, vectors()["timestamp"])
-        assert headers["x-access-signature"] == case["rsa_signature_by_merchant_key"]
-        assert headers["x-access-token"] == vectors()["merchant_access_token"]
-        assert "x-access-merchant-algorithm" not in headers
+        assert headers[SIGNATURE_HEADER] == case["rsa_signature_by_merchant_key"]
+        assert headers[TOKEN_HEADER] == vectors()["merchant_access_token"]
+        assert ALGORITHM_HEADER not in headers
         hmac_key = load_signing_key(key_pem("request_hmac_key"), "hmac")
         headers = request_headers(PROJECT_ID, hmac_key, body, vectors()["timestamp"])
-        assert headers["x-access-signature"] == case["hmac_sha512_hex_by_request_key"]
-        assert headers["x-access-merchant-algorithm"] == "HMAC"
+        assert headers[SIGNATURE_HEADER] == case["hmac_sha512_hex_by_request_key"]
+        assert headers[ALGORITHM_HEADER] == "HMAC"
 
 
 @pytest.mark.parametrize("algorithm", ["rsa", "hmac"])

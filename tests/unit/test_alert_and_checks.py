@@ -10,6 +10,7 @@ from ingest.checks import Accepted, Rejected, check_alert
 from shared.alert import InvalidAlert, decode_body, idempotency_key, parse_alert
 from shared.settings import ProjectSettings
 from shared.signature import load_verify_key
+from shared.wire import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from tests.keys import PROJECT_ID, alert_body, gateway_hmac, gateway_rsa, key_pem, signed_headers
 
 NOW = 1_800_000_000
@@ -78,12 +79,12 @@ def test_unknown_project_is_401_before_signature() -> None:
     ("mutate", "reason"),
     [
         (lambda b, h: (b.replace(b"150000", b"150001"), h), "bad_signature"),
-        (lambda b, h: (b, {**h, "x-access-timestamp": str(NOW - 1)}), "bad_signature"),
-        (lambda b, h: (b, {k: v for k, v in h.items() if k != "x-access-signature"}),
+        (lambda b, h: (b, {**h, TIMESTAMP_HEADER: str(NOW - 1)}), "bad_signature"),
+        (lambda b, h: (b, {k: v for k, v in h.items() if k != SIGNATURE_HEADER}),
          "missing_signature"),
-        (lambda b, h: (b, {k: v for k, v in h.items() if k != "x-access-timestamp"}),
+        (lambda b, h: (b, {k: v for k, v in h.items() if k != TIMESTAMP_HEADER}),
          "missing_timestamp"),
-        (lambda b, h: (b, {**h, "x-access-timestamp": "12ab"}), "timestamp_outside_window"),
+        (lambda b, h: (b, {**h, TIMESTAMP_HEADER: "12ab"}), "timestamp_outside_window"),
     ],
 )
 def test_tampering_is_401(mutate, reason: str) -> None:  # type: ignore[no-untyped-def]

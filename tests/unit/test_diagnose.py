@@ -7,6 +7,7 @@ import json
 from ingest.diagnose import diagnose
 from shared.settings import ProjectSettings
 from shared.signature import Spelling, load_verify_key, sign_hmac, signing_message
+from shared.wire import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from tests.keys import PROJECT_ID, gateway_hmac, key_pem, vectors
 
 PROJECTS = {PROJECT_ID: ProjectSettings(PROJECT_ID, (
@@ -17,7 +18,7 @@ TS = str(vectors()["timestamp"])
 
 
 def headers(signature: str, ts: str = TS) -> dict[str, str]:
-    return {"x-access-timestamp": ts, "x-access-signature": signature}
+    return {TIMESTAMP_HEADER: ts, SIGNATURE_HEADER: signature}
 
 
 def test_good_alert_names_its_key() -> None:
