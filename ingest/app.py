@@ -97,39 +97,37 @@ FORBIDDEN = {"status": "forbidden"}
 async def _answer_alert(request: web.Request, route: str, correlation_id: str) -> web.Response:
     settings = request.app[SETTINGS]
     limit = settings.ingest.max_body_bytes
-    bound = log.bind(route=route, correlation_id=correlation_id)
     policy = request.app[SOURCES]
     sender = policy.sender(request.remote, request.headers.get("X-Forwarded-For"))
     if not policy.admits(sender):
-        return _rejected(request, route, bound.bind(sender=str(sender)),
-                         Rejected(403, "network_not_allowed"))
+        with structlog.contextvars.bound_contextvars(sender=str(sender)):
+            return _rejected(request, route, Rejected(403, "network_not_allowed"))
     # The limit holds before the body is read whole: a declared length over it is refused at
     # once, and aiohttp stops reading an undeclared (chunked) body at client_max_size.
     if request.content_length is not None and request.content_length > limit:
-        return _rejected(request, route, bound, Rejected(413, "body_too_large"))
+        return _rejected(request, route, Rejected(413, "body_too_large"))
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        return _rejected(request, route, bound, Rejected(413, "body_too_large"))
+        return _rejected(request, route, Rejected(413, "body_too_large"))
 
     result = check_alert(
         body, request.headers, request.app[KEYS].projects, time.time(),
         settings.ingest.timestamp_tolerance_s,
     )
     if isinstance(result, Rejected):
-        return _rejected(request, route, bound, result)
-    return await _publish(request, route, bound, result, correlation_id)
+        return _rejected(request, route, result)
+    return await _publish(request, route, result, correlation_id)
 
 
 def _rejected(
-    request: web.Request, route: str, bound: structlog.typing.FilteringBoundLogger,
-    rejected: Rejected,
+    request: web.Request, route: str, rejected: Rejected,
 ) -> web.Response:
     metrics = request.app[METRICS]
     metrics.alerts.labels(route, str(rejected.http_status)).inc()
     metrics.rejections.labels(rejected.reason).inc()
     alert = rejected.alert
-    bound.warning(
+    log.warning(
         "alert_rejected", outcome=rejected.http_status, reason=rejected.reason,
         project_id=alert.project_id if alert else None,
         payment_id=alert.payment_id if alert else None,
@@ -143,15 +141,21 @@ def _rejected(
 
 
 async def _publish(
-    request: web.Request, route: str, bound: structlog.typing.FilteringBoundLogger,
-    accepted: Accepted, correlation_id: str,
+    request: web.Request, route: str, accepted: Accepted, correlation_id: str,
+) -> web.Response:
+    alert = accepted.alert
+    with structlog.contextvars.bound_contextvars(
+        project_id=alert.project_id, payment_id=alert.payment_id, request_id=alert.request_id,
+        idempotency_key=alert.idempotency_key, key_id=accepted.key_id,
+    ):
+        return await _publish_bound(request, route, accepted, correlation_id)
+
+
+async def _publish_bound(
+    request: web.Request, route: str, accepted: Accepted, correlation_id: str,
 ) -> web.Response:
     metrics, broker = request.app[METRICS], request.app[BROKER]
     alert = accepted.alert
-    bound = bound.bind(
-        project_id=alert.project_id, payment_id=alert.payment_id, request_id=alert.request_id,
-        idempotency_key=alert.idempotency_key, key_id=accepted.key_id,
-    )
     envelope = AlertEnvelope(
         body=accepted.body_text, route=route, timestamp=accepted.timestamp,
         key_id=accepted.key_id, received_at=time.time(), correlation_id=correlation_id,
@@ -165,11 +169,11 @@ async def _publish(
     except PublishFailed as exc:
         metrics.alerts.labels(route, "503").inc()
         metrics.rejections.labels("broker_unavailable").inc()
-        bound.error("alert_not_accepted", outcome=503, reason=str(exc))
+        log.error("alert_not_accepted", outcome=503, reason=str(exc))
         return _json(503, status="unavailable")
     metrics.publish_seconds.observe(time.perf_counter() - started)
     metrics.alerts.labels(route, "200").inc()
-    bound.info("alert_accepted", outcome=200, status=alert.status, sub_status=alert.sub_status)
+    log.info("alert_accepted", outcome=200, status=alert.status, sub_status=alert.sub_status)
     return _json(200, status="accepted", correlation_id=correlation_id)
 
 
@@ -179,7 +183,12 @@ def alert_handler(route: str) -> Callable[[web.Request], Awaitable[web.Response]
         started = time.perf_counter()
         try:
             with metrics.in_flight.track_inprogress():
-                return await _answer_alert(request, route, uuid.uuid4().hex)
+                correlation_id = uuid.uuid4().hex
+                # Every line about this alert carries them (a kept-alive connection serves
+                # several requests in one task: the context is reset after each).
+                with structlog.contextvars.bound_contextvars(
+                        route=route, correlation_id=correlation_id):
+                    return await _answer_alert(request, route, correlation_id)
         finally:
             metrics.request_seconds.labels(route).observe(time.perf_counter() - started)
 
