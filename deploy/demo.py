@@ -45,7 +45,7 @@ def demo_config(database: str) -> Path:
     text = text.replace('format = "console"', 'format = "json"\nlevel = "warning"')
     # The local MongoDB-compatible server prefers few concurrent writers; polls start 3 s
     # after an order's alerts stop, so dropped alerts are settled within the demo.
-    text = text.replace("[mongo]", "[poller]\nstale_after_s = 3.0\ninterval_s = 1.0\n"
+    text = text.replace("[mongo]", "[poller]\nstale_after_s = 3.0\n"
                                    "ladder_s = [2.0, 5.0, 10.0]\n\n[mongo]")
     text = text.replace("[amqp]\n", "[amqp]\nprefetch = 4\n")
     path = RUN / "demo.toml"

@@ -18,7 +18,7 @@ from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from aio_pika.connection import make_url
 from aio_pika.robust_connection import RobustConnection
 
-from shared.settings import Settings
+from shared.settings import PollerSettings, Settings
 from shared.topology import Declared, Topology, contract_topology, declare
 
 log = structlog.get_logger("broker")
@@ -30,6 +30,11 @@ class PublishFailed(Exception):
 
 class Unroutable(PublishFailed):
     """The broker returned a mandatory message: no queue is bound for its routing key."""
+
+
+def check_delays(poller: PollerSettings) -> tuple[float, ...]:
+    """Every delay a check may wait: the first after a change, then each rung of the ladder."""
+    return tuple(sorted({poller.stale_after_s, *poller.ladder_s}))
 
 
 def reconnect_delay(down_for_s: float, first_s: float, max_s: float) -> float:
@@ -84,7 +89,8 @@ class Broker:
         which one starts first does not matter."""
         return cls(
             settings.amqp.url,
-            contract_topology(settings.amqp.delivery_limit, settings.worker.retry_delays_s),
+            contract_topology(settings.amqp.delivery_limit, settings.worker.retry_delays_s,
+                              check_delays(settings.poller)),
             settings.amqp.publish_timeout_s,
             (settings.amqp.reconnect_interval_s, settings.amqp.reconnect_max_interval_s),
         )

@@ -24,6 +24,7 @@ class Collections:
     orders: AsyncCollection[Document]  # the current-state view, rebuilt from the above
     polls: AsyncCollection[Document]  # one per /info attempt, claimed by inserting it
     poll_schedule: AsyncCollection[Document]  # per order, written by the current poll's owner
+    jobs: AsyncCollection[Document]  # periodic jobs, one record per period, claimed by insert
 
     @classmethod
     def of(cls, db: AsyncDatabase[Document]) -> Collections:
@@ -36,6 +37,7 @@ class Collections:
             orders=db["orders"],
             polls=db["polls"],
             poll_schedule=db["poll_schedule"],
+            jobs=db["jobs"],
         )
 
 
@@ -50,8 +52,8 @@ def client(settings: MongoSettings) -> AsyncMongoClient[Document]:
 
 
 async def ensure_indexes(c: Collections) -> None:
-    # Hot-path reads are all by _id. These serve the outbox relay's time window (MongoDB
-    # uses them; the local server scans) and the poller's due query.
+    # Hot-path reads are all by _id. These serve the hourly outbox relay's time window and
+    # the hourly sweep for overdue orders (MongoDB uses them; the local server scans).
     for outbox in (c.transitions, c.anomalies, c.polls):
         await outbox.create_index([("recorded_at", ASCENDING)])
     await c.orders.create_index([("next_poll_at", ASCENDING)])

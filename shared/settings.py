@@ -65,9 +65,12 @@ class IngestSettings:
 class WorkerSettings:
     host: str = "0.0.0.0"  # noqa: S104
     port: int = 8081  # /healthz, /readyz, /metrics
-    relay_interval_s: float = 30.0  # how often unpublished events are looked for
+    # The hourly maintenance (one replica per period, claimed by a unique insert): the outbox
+    # relay (events a crash left unpublished that no redelivery will finish) and the poll
+    # sweep. Both read whole collections on the local server: rare by design.
+    maintenance_interval_s: float = 3600.0
     relay_grace_s: float = 10.0  # an event younger than this is left to the worker that wrote it
-    relay_window_s: float = 3600.0  # how far back the relay looks (redelivery covers the rest)
+    relay_window_s: float = 7200.0  # how far back the relay looks (two periods)
     # A failure is first retried in place after these short pauses (every step is idempotent),
     # which absorbs brief lock conflicts; only then does the message wait in a retry queue.
     quick_retries_s: tuple[float, ...] = (0.05, 0.2, 1.0)
@@ -83,10 +86,13 @@ class PollerSettings:
     give_up_after_s: float = 259200
     # After a poll that changed nothing, the next one waits the next rung of the ladder.
     ladder_s: tuple[float, ...] = (60, 300, 900, 3600, 21600, 86400)
-    interval_s: float = 5.0  # how often a replica looks for due orders
     lease_s: float = 120.0  # a claimed poll not finished by then is taken as abandoned
-    batch: int = 200
-    enabled: bool = True
+    # The safety net (in the hourly maintenance): a non-final order whose poll is overdue by
+    # this much lost its pending check (a purged queue): it gets a new one. Orders are read
+    # at most sweep_rate_per_s a second.
+    sweep_grace_s: float = 600.0
+    sweep_rate_per_s: float = 2000.0
+    enabled: bool = True  # consume due checks (off: checks wait in hh.orders.checks.due)
 
 
 @dataclass(frozen=True)

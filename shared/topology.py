@@ -16,6 +16,10 @@ RETRY_ROUTING_KEY = "callback.retry"  # how a delayed message re-enters hh.callb
 DEAD_QUEUE = "hh.callbacks.dead"
 ORDERS_EXCHANGE = "hh.orders"
 REGISTER_QUEUE = "hh.orders.register"
+# The poll schedule, kept by the broker: a check waits in the wait queue of its delay, then is
+# dead-lettered into the due queue that the workers consume.
+CHECKS_EXCHANGE = "hh.orders.checks"
+DUE_QUEUE = "hh.orders.checks.due"
 
 IDEMPOTENCY_HEADER = "x-idempotency-key"
 # Our headers on messages that are retried or dead-lettered (what an operator reads and what
@@ -52,20 +56,37 @@ def retry_queue(delay_s: int) -> str:
     return f"hh.callbacks.retry.{delay_s}s"
 
 
-def contract_topology(delivery_limit: int, retry_delays_s: tuple[int, ...] = ()) -> Topology:
+def wait_queue(delay_s: float) -> str:
+    """The wait queue of a check delay (milliseconds in the name: test delays are fractional)."""
+    return f"hh.orders.checks.wait.{round(delay_s * 1000)}ms"
+
+
+def contract_topology(delivery_limit: int, retry_delays_s: tuple[int, ...] = (),
+                      check_delays_s: tuple[float, ...] = ()) -> Topology:
     quorum = {"x-queue-type": "quorum"}
+    expire = {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
     # A retry queue holds a message for its fixed TTL, then dead-letters it back to the work
     # queue (no delayed-message plugin). At-least-once dead-lettering needs reject-publish.
     retries = tuple(
         QueueSpec(
             retry_queue(delay),
-            {**quorum, "x-message-ttl": delay * 1000,
+            {**quorum, **expire, "x-message-ttl": delay * 1000,
              "x-dead-letter-exchange": CALLBACKS_EXCHANGE,
-             "x-dead-letter-routing-key": RETRY_ROUTING_KEY,
-             "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"},
+             "x-dead-letter-routing-key": RETRY_ROUTING_KEY},
             ((RETRY_EXCHANGE, retry_queue(delay)),),
         )
         for delay in retry_delays_s
+    )
+    # One wait queue per distinct check delay; a message expires in order (one TTL per queue)
+    # into the due queue, through the default exchange.
+    waits = tuple(
+        QueueSpec(
+            wait_queue(delay),
+            {**quorum, **expire, "x-message-ttl": round(delay * 1000),
+             "x-dead-letter-exchange": "", "x-dead-letter-routing-key": DUE_QUEUE},
+            ((CHECKS_EXCHANGE, wait_queue(delay)),),
+        )
+        for delay in sorted(set(check_delays_s))
     )
     return Topology(
         exchanges=(
@@ -73,6 +94,7 @@ def contract_topology(delivery_limit: int, retry_delays_s: tuple[int, ...] = ())
             ExchangeSpec(ORDERS_EXCHANGE, aio_pika.ExchangeType.TOPIC),
             ExchangeSpec(DEAD_EXCHANGE, aio_pika.ExchangeType.FANOUT),
             ExchangeSpec(RETRY_EXCHANGE, aio_pika.ExchangeType.DIRECT),
+            ExchangeSpec(CHECKS_EXCHANGE, aio_pika.ExchangeType.DIRECT),
         ),
         queues=(
             QueueSpec(
@@ -89,7 +111,13 @@ def contract_topology(delivery_limit: int, retry_delays_s: tuple[int, ...] = ())
                 {**quorum, "x-delivery-limit": delivery_limit,
                  "x-dead-letter-exchange": DEAD_EXCHANGE},
             ),
+            QueueSpec(
+                DUE_QUEUE,
+                {**quorum, "x-delivery-limit": delivery_limit,
+                 "x-dead-letter-exchange": DEAD_EXCHANGE},
+            ),
             *retries,
+            *waits,
         ),
     )
 

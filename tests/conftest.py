@@ -23,6 +23,7 @@ from shared import mongo
 from shared.settings import AmqpSettings, Settings, WorkerSettings, parse_settings
 from shared.topology import (
     DEAD_QUEUE,
+    DUE_QUEUE,
     ORDERS_EXCHANGE,
     PROCESS_QUEUE,
     REGISTER_QUEUE,
@@ -118,7 +119,8 @@ def write_config(
         "amqp": {"url": AMQP_URL, "publish_timeout_s": 5.0, "prefetch": 4},
         "mongo": {"url": MONGO_URL, "database": f"hh_test_{uuid.uuid4().hex[:10]}"},
         "ingest": {"host": "127.0.0.1", "port": 0},
-        "worker": {"host": "127.0.0.1", "port": 0, "relay_interval_s": 2.0, "relay_grace_s": 2.0},
+        "worker": {"host": "127.0.0.1", "port": 0, "maintenance_interval_s": 2.0,
+                   "relay_grace_s": 2.0},
         "projects": [{
             "project_id": PROJECT_ID,
             "callback_public_keys": ["old_public.pem", "gateway_public.pem"],
@@ -178,7 +180,7 @@ async def amqp(services: None) -> AsyncIterator[aio_pika.abc.AbstractChannel]:
     channel = await connection.channel()
     delays = WorkerSettings().retry_delays_s
     declared = await declare(channel, contract_topology(AmqpSettings().delivery_limit, delays))
-    names = [PROCESS_QUEUE, DEAD_QUEUE, REGISTER_QUEUE, *map(retry_queue, delays)]
+    names = [PROCESS_QUEUE, DEAD_QUEUE, REGISTER_QUEUE, DUE_QUEUE, *map(retry_queue, delays)]
     for name in names:
         await declared.queues[name].purge()
     yield channel

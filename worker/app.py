@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -17,7 +18,7 @@ from shared import mongo
 from shared.broker import Broker
 from shared.metrics import metrics_handler
 from shared.settings import Settings
-from shared.topology import PROCESS_QUEUE, REGISTER_QUEUE
+from shared.topology import DUE_QUEUE, PROCESS_QUEUE, REGISTER_QUEUE
 from worker import parts
 from worker.consumer import Consumer
 
@@ -41,7 +42,7 @@ class Worker:
         built = parts.build(settings, self.mongo_client, self.broker, self._http_session)
         self.metrics, self.store, self.processor = built.metrics, built.store, built.processor
         self.poller = built.poller
-        self.consumer = Consumer(self.broker, self.processor, settings.worker)
+        self.consumer = Consumer(self.broker, self.processor, self.poller, settings.worker)
         self._tasks: list[asyncio.Task[None]] = []
         self._consumer_tags: list[tuple[object, str]] = []
         self._runner: web.AppRunner | None = None
@@ -60,16 +61,15 @@ class Worker:
         channel = await self.broker.connection.channel()
         await channel.set_qos(prefetch_count=self.settings.amqp.prefetch)
         self._consume_channel = channel
-        for name, callback in (
-            (PROCESS_QUEUE, self.consumer.on_alert),
-            (REGISTER_QUEUE, self.consumer.on_registration),
-        ):
+        consumers = [(PROCESS_QUEUE, self.consumer.on_alert),
+                     (REGISTER_QUEUE, self.consumer.on_registration)]
+        if self.settings.poller.enabled:
+            consumers.append((DUE_QUEUE, self.consumer.on_check))
+        for name, callback in consumers:
             queue = await channel.get_queue(name, ensure=True)
             tag = await queue.consume(callback)
             self._consumer_tags.append((queue, tag))
-        self._tasks.append(asyncio.create_task(self._relay_loop()))
-        if self.settings.poller.enabled:
-            self._tasks.append(asyncio.create_task(self.poller.run_forever()))
+        self._tasks.append(asyncio.create_task(self._maintenance_loop()))
         self.consuming = True
         log.info("worker_started", prefetch=self.settings.amqp.prefetch)
 
@@ -84,16 +84,27 @@ class Worker:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
-    async def _relay_loop(self) -> None:
+    async def _maintenance_loop(self) -> None:
+        """At start-up and once a period (hourly by default), one replica - whoever inserts
+        the period's job record - runs the jobs whose queries read whole collections."""
+        interval = self.settings.worker.maintenance_interval_s
         while True:
-            await asyncio.sleep(self.settings.worker.relay_interval_s)
+            period = int(time.time() // interval)
             try:
-                sent = await self.processor.relay_once(
-                    self.settings.worker.relay_grace_s, self.settings.worker.relay_window_s)
-                if sent:
-                    log.info("outbox_relayed", events=sent)
-            except Exception as exc:  # noqa: BLE001 - the next round tries again
-                log.warning("outbox_relay_failed", error=type(exc).__name__)
+                if await self.store.claim_job(f"maintenance:{interval:g}:{period}",
+                                              self.poller.owner):
+                    await self._maintain()
+            except Exception as exc:  # noqa: BLE001 - the next period tries again
+                log.warning("maintenance_failed", error=type(exc).__name__)
+            await asyncio.sleep(max(0.0, (period + 1) * interval - time.time()))
+
+    async def _maintain(self) -> None:
+        started = time.monotonic()
+        relayed = await self.processor.relay_once(
+            self.settings.worker.relay_grace_s, self.settings.worker.relay_window_s)
+        swept = await self.poller.sweep() if self.settings.poller.enabled else 0
+        log.info("maintenance_done", events_relayed=relayed, checks_rescheduled=swept,
+                 seconds=round(time.monotonic() - started, 3))
 
     async def stop(self) -> None:
         """Stop consuming, let in-flight messages finish, then close everything."""

@@ -27,6 +27,8 @@ from shared.topology import (
     ROUTING_KEY_HEADER,
     retry_queue,
 )
+from worker.checks import Check, InvalidCheck
+from worker.poller import Poller
 from worker.processor import Processor
 from worker.records import utc
 
@@ -43,9 +45,11 @@ def retry_delay(attempt: int, delays: tuple[int, ...]) -> int:
 
 
 class Consumer:
-    def __init__(self, broker: Broker, processor: Processor, settings: WorkerSettings) -> None:
+    def __init__(self, broker: Broker, processor: Processor, poller: Poller,
+                 settings: WorkerSettings) -> None:
         self.broker = broker
         self.processor = processor
+        self.poller = poller
         self.settings = settings
         self.in_flight: set[asyncio.Task[None]] = set()
 
@@ -55,16 +59,29 @@ class Consumer:
     async def on_registration(self, message: AbstractIncomingMessage) -> None:
         await self._handle(message, self._process_registration)
 
-    async def _process_alert(self, body: bytes) -> None:
+    async def on_check(self, message: AbstractIncomingMessage) -> None:
+        await self._handle(message, self._process_check)
+
+    async def _process_check(self, message: AbstractIncomingMessage) -> None:
         try:
-            envelope = AlertEnvelope.from_bytes(body)
+            check = Check.from_bytes(message.body)
+        except InvalidCheck as exc:
+            raise PermanentFailure(f"invalid: {exc}") from None
+        with structlog.contextvars.bound_contextvars(order_id=check.order_id, seq=check.seq,
+                                                     step=check.step):
+            outcome = await self.poller.on_check(check, bool(message.redelivered))
+            log.info("check_processed", outcome=outcome)
+
+    async def _process_alert(self, message: AbstractIncomingMessage) -> None:
+        try:
+            envelope = AlertEnvelope.from_bytes(message.body)
             await self.processor.handle_alert(envelope)
         except (InvalidEnvelope, InvalidAlert) as exc:
             raise PermanentFailure(f"invalid: {exc}") from None
 
-    async def _process_registration(self, body: bytes) -> None:
+    async def _process_registration(self, message: AbstractIncomingMessage) -> None:
         try:
-            registration = parse_registration(json.loads(body))
+            registration = parse_registration(json.loads(message.body))
         except (ValueError, InvalidAlert) as exc:
             raise PermanentFailure(f"invalid registration: {exc}") from None
         store = self.processor.store
@@ -72,13 +89,16 @@ class Consumer:
             "_id": registration.order_id, **registration.as_dict(),
             "registered_at": utc(time.time()),
         })
-        await store.refresh_view(registration.order_id)
+        view = await store.refresh_view(registration.order_id)
+        await self.processor.schedule_first_check(registration.order_id, view["seq"],
+                                                  view["final"])
         log.info("order_registered", project_id=registration.project_id,
                  payment_id=registration.payment_id, product=registration.product,
                  flow=registration.flow, new=new)
 
     async def _handle(
-        self, message: AbstractIncomingMessage, work: Callable[[bytes], Awaitable[None]]
+        self, message: AbstractIncomingMessage,
+        work: Callable[[AbstractIncomingMessage], Awaitable[None]],
     ) -> None:
         task = asyncio.current_task()
         assert task is not None
@@ -86,7 +106,7 @@ class Consumer:
         attempt = _attempts_so_far(message) + 1
         try:
             try:
-                await self._with_quick_retries(work, message.body)
+                await self._with_quick_retries(work, message)
             except PermanentFailure as exc:
                 self.processor.metrics.failures.labels("permanent").inc()
                 await self._dead_letter(message, str(exc), attempt)
@@ -107,11 +127,12 @@ class Consumer:
             self.in_flight.discard(task)
 
     async def _with_quick_retries(
-        self, work: Callable[[bytes], Awaitable[None]], body: bytes
+        self, work: Callable[[AbstractIncomingMessage], Awaitable[None]],
+        message: AbstractIncomingMessage,
     ) -> None:
         for pause in self.settings.quick_retries_s:
             try:
-                await work(body)
+                await work(message)
                 return
             except PermanentFailure:
                 raise
@@ -119,7 +140,7 @@ class Consumer:
                 self.processor.metrics.failures.labels("transient").inc()
                 log.info("message_retrying", error=type(exc).__name__, pause_s=pause)
                 await asyncio.sleep(pause)
-        await work(body)
+        await work(message)
 
     async def _forward(
         self, message: AbstractIncomingMessage, exchange: str, routing_key: str,

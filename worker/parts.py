@@ -39,6 +39,6 @@ def build(settings: Settings, db: AsyncMongoClient[mongo.Document], broker: Brok
     metrics = WorkerMetrics()
     store = OrderStore(mongo.Collections.of(db[settings.mongo.database]), settings.projects,
                        settings.poller)
-    processor = Processor(store, broker, metrics)
+    processor = Processor(store, broker, metrics, settings.poller)
     poller = Poller(processor, gateway_clients(settings, http), settings.poller)
     return Parts(metrics, store, processor, poller)

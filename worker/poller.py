@@ -1,5 +1,7 @@
-"""The poller: every replica looks for stale orders, claims each due poll by a unique insert,
-asks HighHelp's /info, and feeds the answer through the same state machine (source `poll`)."""
+"""The poller: a due check (from the broker's wait queues) reads the order by `_id`, claims the
+poll by a unique insert, asks HighHelp's /info, feeds the answer through the same state machine
+(source `poll`), and schedules the next rung as the next check. The hourly sweep re-schedules an
+order whose check was lost."""
 
 from __future__ import annotations
 
@@ -7,19 +9,23 @@ import asyncio
 import time
 import uuid
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 
 import structlog
 
+from shared.broker import Broker, check_delays
 from shared.gateway import GatewayClient, GatewayError, GatewayRejected, NotPollable
 from shared.settings import PollerSettings
+from worker.checks import Check, publish_check
 from worker.processor import Processor
-from worker.records import Observation, stale_record, utc
-from worker.schedule import Slot, after_poll, due_slot
+from worker.records import Document, Observation, stale_record, utc
+from worker.schedule import Slot, after_poll, check_delay, next_slot
 from worker.statemachine import Verdict
 from worker.store import OrderStore
 
 log = structlog.get_logger("worker.poller")
+SWEEP_BATCH = 500
 
 
 class Poller:
@@ -29,28 +35,71 @@ class Poller:
     ) -> None:
         self.processor = processor
         self.store: OrderStore = processor.store
+        self.broker: Broker = processor.broker
         self.clients = clients
         self.settings = settings
         self.owner = uuid.uuid4().hex[:12]  # names this replica in the polls it claims
 
-    async def run_forever(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except Exception as exc:  # noqa: BLE001 - the next round tries again
-                log.warning("poller_round_failed", error=type(exc).__name__)
-            await asyncio.sleep(self.settings.interval_s)
+    async def on_check(self, check: Check, redelivered: bool = False) -> str:
+        """Decide a due check; returns what became of it (for the log line)."""
+        view = await self.store.c.orders.find_one({"_id": check.order_id})
+        if view is None or view["final"] or view["needs_review"] or view["seq"] != check.seq:
+            return "dropped"  # settled, given up, or moved on (a change schedules its own)
+        schedule = await self.store.schedule(check.order_id)
+        slot = next_slot(view, schedule)  # its ladder_step: the polls made at this seq
+        if slot.ladder_step > check.step:
+            # This step's poll was made. If the message comes again after a crash (or was
+            # put back to wait), the crash may have come before the poll's follow-up went out.
+            if redelivered or check.recheck:
+                await self._resume(check.order_id, schedule)
+            return "made_already"
+        if await self.poll(view, slot, utc(time.time())):
+            return "polled"
+        # A poll of this order is in flight elsewhere, or finished with its schedule not yet
+        # written: look again after the shortest wait, ready to finish what a crash left.
+        await publish_check(self.broker, replace(check, recheck=True),
+                            min(check_delays(self.settings)))
+        return "rechecking"
 
-    async def run_once(self) -> int:
-        """One look for due orders; returns how many polls this replica made."""
-        now = utc(time.time())
-        made = 0
-        for order in await self.store.due_orders(now, self.settings.batch):
-            schedule = await self.store.schedule(order["_id"])
-            slot = due_slot(order, schedule, now)
-            if slot is not None and await self.poll(order, slot, now):
-                made += 1
-        return made
+    async def _resume(self, order_id: str, schedule: Document | None) -> None:
+        """Finish the follow-up of the last poll made: its order.stale event, or the next check
+        (unless its marker says it went out)."""
+        if schedule is None:
+            return
+        if schedule["gave_up"]:
+            record = await self.store.c.polls.find_one({"_id": f"{order_id}:{schedule['attempt']}"})
+            if record is not None and "event" in record and not await self.store.is_published(
+                    record):
+                await self.processor.publish_record(record)
+            await self.store.refresh_view(order_id)
+            return
+        await self._schedule_next(order_id, schedule, resuming=True)
+
+    async def _schedule_next(self, order_id: str, schedule: Document, *,
+                             resuming: bool = False) -> None:
+        check = Check(order_id, int(schedule["last_seq"]), int(schedule["ladder_step"]))
+        marker = f"check:{check.order_id}:{check.seq}:{check.step}"
+        if resuming and await self.store.marked(marker):
+            return
+        await publish_check(self.broker, check, check_delay(check.step, self.settings))
+        await self.store.mark(marker)
+
+    async def sweep(self) -> int:
+        """The safety net: a non-final order whose poll is overdue by more than
+        `sweep_grace_s` has lost its check (a purged queue): give it one. One paged scan,
+        at most `sweep_rate_per_s` orders a second; returns how many were re-scheduled."""
+        cutoff = utc(time.time() - self.settings.sweep_grace_s)
+        pause = SWEEP_BATCH / self.settings.sweep_rate_per_s
+        count = 0
+        async for view in self.store.overdue_orders(cutoff, SWEEP_BATCH):
+            slot = next_slot(view, await self.store.schedule(view["_id"]))
+            await publish_check(self.broker, Check(view["_id"], slot.for_seq, slot.ladder_step,
+                                                   recheck=True),
+                                min(check_delays(self.settings)))
+            count += 1
+            if count % SWEEP_BATCH == 0:
+                await asyncio.sleep(pause)
+        return count
 
     async def poll(self, order: dict[str, object], slot: Slot, now: datetime) -> bool:
         order_id = str(order["_id"])
@@ -81,10 +130,13 @@ class Poller:
             fields.update(stale_record(poll_id, view, time.time()))
         await self.store.finish_poll(poll_id, fields)
         await self.store.write_schedule(order_id, schedule)
-        await self.store.refresh_view(order_id)
         if schedule["gave_up"]:
             log.error("order_gave_up", status=view["status"], polls=slot.attempt)
             await self.processor.publish_record({"_id": poll_id, **fields})
+        await self.store.refresh_view(order_id)
+        if not schedule["gave_up"] and schedule["last_seq"] == slot.for_seq:
+            # Unchanged: the next rung. (A change scheduled its own first check.)
+            await self._schedule_next(order_id, schedule)
         self.processor.metrics.polls.labels(outcome).inc()
         log.info("poll_finished", outcome=outcome,
                    next_due_at=schedule["next_due_at"].isoformat())

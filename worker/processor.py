@@ -15,7 +15,9 @@ import structlog
 from shared.alert import decode_body, parse_alert
 from shared.broker import Broker, Unroutable
 from shared.envelope import AlertEnvelope
+from shared.settings import PollerSettings
 from shared.topology import IDEMPOTENCY_HEADER, ORDERS_EXCHANGE
+from worker.checks import Check, publish_check
 from worker.locks import KeyedLock
 from worker.metrics import WorkerMetrics
 from worker.records import (
@@ -27,6 +29,7 @@ from worker.records import (
     transition_record,
     utc,
 )
+from worker.schedule import check_delay
 from worker.statemachine import Verdict, decide
 from worker.store import OrderStore
 
@@ -41,10 +44,12 @@ class StepRaceLost(RuntimeError):
 
 
 class Processor:
-    def __init__(self, store: OrderStore, broker: Broker, metrics: WorkerMetrics) -> None:
+    def __init__(self, store: OrderStore, broker: Broker, metrics: WorkerMetrics,
+                 poller: PollerSettings | None = None) -> None:
         self.store = store
         self.broker = broker
         self.metrics = metrics
+        self.poller = poller or PollerSettings()
         self.locks = KeyedLock()  # alerts and polls of one order, one at a time per process
         self._relayed_until = 0.0  # the relay's watermark (Unix time)
 
@@ -89,6 +94,7 @@ class Processor:
                 seq = record["seq"]
                 await self.publish_record(record)
                 await self.store.refresh_view(obs.order_id, record)
+                await self.schedule_first_check(obs.order_id, seq, alert.final)
             elif verdict is Verdict.ANOMALY:
                 assert latest is not None
                 record = await self.store.record_anomaly(anomaly_record(obs, latest, time.time()))
@@ -105,14 +111,23 @@ class Processor:
                 await self.store.refresh_view(obs.order_id, latest)
                 if latest["idempotency_key"] == alert.idempotency_key:
                     # The step is this very alert's, from a crashed try: it was applied, as
-                    # step `latest.seq` itself (not a new one after it).
+                    # step `latest.seq` itself (not a new one after it); its check may not
+                    # have gone out.
                     verdict = Verdict.APPLY
+                    await self.schedule_first_check(obs.order_id, seq, alert.final)
             log.info(
                 "alert_processed" if obs.source == "callback" else "poll_processed",
                 outcome=verdict.value, status=alert.status, sub_status=alert.sub_status, seq=seq,
             )
             return verdict
         raise StepRaceLost(obs.order_id)
+
+    async def schedule_first_check(self, order_id: str, seq: int, final: bool) -> None:
+        """A non-final order (just changed, or registered) is checked once stale: the check
+        waits in the broker, published before the message that caused it is acked."""
+        if not final:
+            await publish_check(self.broker, Check(order_id, seq, 0),
+                                check_delay(0, self.poller))
 
     async def publish_record(self, record: Document) -> None:
         """Publish the record's event with confirm, then mark it published. Repeating this

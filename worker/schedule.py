@@ -47,6 +47,15 @@ def due_slot(order: Document, schedule: Document | None, now: datetime) -> Slot 
     return next_slot(order, schedule)
 
 
+def check_delay(step: int, settings: PollerSettings) -> float:
+    """How long the check for `step` waits: the stale period before the first poll after a
+    change (step 0), then the ladder's rungs (the last repeats)."""
+    if step == 0:
+        return settings.stale_after_s
+    ladder = settings.ladder_s
+    return ladder[min(step, len(ladder)) - 1]
+
+
 def after_poll(slot: Slot, seq_now: int, changed_at: datetime, now: datetime,
                settings: PollerSettings) -> Document:
     """The schedule after the poll of `slot`: the next rung, or giving up."""

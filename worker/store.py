@@ -4,7 +4,7 @@ unique `_id`; updates touch documents that one kind of writer owns, with the sam
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -108,6 +108,22 @@ class OrderStore:
             self.c.published, {"_id": record["event"]["event_id"], "at": utc(time.time())})
         record["published"] = True  # the caller's copy, which the hint cache may hold too
 
+    async def mark(self, marker: str) -> None:
+        """Record that a follow-up (a check) went out; insert-only, like the event markers."""
+        await self._insert_once(self.c.published, {"_id": marker, "at": utc(time.time())})
+
+    async def marked(self, marker: str) -> bool:
+        return await self.c.published.find_one({"_id": marker}) is not None
+
+    async def claim_job(self, job_id: str, owner: str) -> bool:
+        """One replica runs a periodic job per period: whoever inserts its record."""
+        try:
+            await self.c.jobs.insert_one({"_id": job_id, "owner": owner,
+                                          "at": utc(time.time())})
+        except DuplicateKeyError:
+            return False
+        return True
+
     async def is_published(self, record: Document) -> bool:
         if record.get("published"):
             return True
@@ -176,9 +192,14 @@ class OrderStore:
         return known
 
     # --- polls ------------------------------------------------------------------------------
-    async def due_orders(self, now: datetime, limit: int) -> list[Document]:
-        cursor = self.c.orders.find({"next_poll_at": {"$lte": now}})
-        return [doc async for doc in cursor.sort("next_poll_at", 1).limit(limit)]
+    async def overdue_orders(self, cutoff: datetime, batch: int) -> AsyncIterator[Document]:
+        """Non-final orders not given up whose poll was due before `cutoff`. One scan of the
+        orders (MongoDB serves it from the next_poll_at index): for the hourly sweep only."""
+        cursor = self.c.orders.find(
+            {"final": False, "needs_review": False, "next_poll_at": {"$lt": cutoff}},
+            projection={"_id": 1, "seq": 1, "next_poll_at": 1}, batch_size=batch)
+        async for view in cursor:
+            yield view
 
     async def schedule(self, order_id: str) -> Document | None:
         return await self.c.poll_schedule.find_one({"_id": order_id})

@@ -25,14 +25,16 @@ from shared.registrar import publish_registration
 from shared.registration import Registration
 from shared.settings import Settings
 from shared.signature import load_signing_key
+from shared.topology import DUE_QUEUE
 from shared.wire import ALGORITHM_HEADER, SIGNATURE_HEADER, TOKEN_HEADER, request_headers
 from tests.conftest import EventTap, wait_until
 from tests.keys import PROJECT_ID, key_pem, vectors
 from tests.sandbox_fixtures import RunningSandbox, sandbox_config
 from worker.app import Worker
+from worker.checks import Check
 
 pytestmark = pytest.mark.services
-FAST_POLLS = {"stale_after_s": 1.0, "interval_s": 0.5, "ladder_s": [60.0], "lease_s": 30.0}
+FAST_POLLS = {"stale_after_s": 1.0, "ladder_s": [60.0], "lease_s": 30.0}
 
 
 @dataclass
@@ -43,6 +45,7 @@ class Stack:
     worker: Worker
     client: GatewayClient
     db: mongo.Collections
+    channel: Any  # a test channel, for the checks waiting in the due queue
 
 
 @pytest.fixture
@@ -52,12 +55,12 @@ async def stack(
 ) -> AsyncIterator[Callable[..., Any]]:
     @asynccontextmanager
     async def build(
-        chaos: Chaos, relay_interval_s: float = 2.0, **poller: Any
+        chaos: Chaos, maintenance_interval_s: float = 2.0, **poller: Any
     ) -> AsyncIterator[Stack]:
         sandbox = await start_sandbox(sandbox_config(chaos))
         settings = make_settings({"api_base_url": sandbox.url},
                                  poller={**FAST_POLLS, **poller},
-                                 worker={"relay_interval_s": relay_interval_s})
+                                 worker={"maintenance_interval_s": maintenance_interval_s})
         app = create_app(settings)
         ingest: TestClient[Any, Any] = TestClient(TestServer(app))
         await ingest.start_server()
@@ -70,7 +73,7 @@ async def stack(
         mongo_client = mongo.client(settings.mongo)
         db = mongo.Collections.of(mongo_client[settings.mongo.database])
         try:
-            yield Stack(settings, sandbox, ingest, worker, client, db)
+            yield Stack(settings, sandbox, ingest, worker, client, db, amqp)
         finally:
             await worker.stop()
             await ingest.close()
@@ -197,7 +200,9 @@ async def test_never_settled_order_needs_review_and_order_stale_is_published(
         assert view is not None and view["needs_review"] and view["next_poll_at"] is None
         polls = await s.db.polls.count_documents({"order_id": f"{PROJECT_ID}:stuck-1"})
         assert polls >= 2
-        await s.worker.poller.run_once()  # a given-up order is never polled again
+        # A check that still comes for it (a duplicate, the sweep) polls it no more.
+        check = Check(view["_id"], view["seq"], polls)
+        assert await s.worker.poller.on_check(check, redelivered=True) == "dropped"
         assert await s.db.polls.count_documents({"order_id": view["_id"]}) == polls
 
 
@@ -209,8 +214,8 @@ async def test_end_to_end_with_duplicates_reordering_and_drops(
     # One process plays HighHelp, ingest and the worker here, on the local MongoDB-compatible
     # server, whose every query but an _id lookup reads the whole collection: an offered load
     # it carries, polls only for orders whose alerts really stopped, and scans spaced out.
-    async with stack(chaos, stale_after_s=5.0, interval_s=3.0, ladder_s=[3.0, 10.0],
-                     relay_interval_s=30.0) as s:
+    async with stack(chaos, stale_after_s=5.0, ladder_s=[3.0, 10.0],
+                     maintenance_interval_s=30.0) as s:
         started = time.monotonic()
         created = await generate(s.client, count, 20.0, callback_base(s), prefix="e2e")
         assert len(created) == count
@@ -269,11 +274,19 @@ async def _stale_stuck_order(s: Stack, payment_id: str) -> dict[str, Any]:
     return result
 
 
-def _manual_poller(s: Stack) -> Any:
-    from worker.poller import Poller
+async def due_check(s: Stack, order_id: str, seq: int, step: int) -> Check:
+    """The check the broker hands over for `order_id` at (`seq`, `step`) (the worker's
+    consumer of the due queue is off in these tests: they decide checks themselves)."""
+    queue = await s.channel.get_queue(DUE_QUEUE, ensure=False)
 
-    assert not s.settings.poller.enabled  # no background rounds: they run when we say
-    return Poller(s.worker.processor, {PROJECT_ID: s.client}, s.settings.poller)
+    async def arrived() -> Check | None:
+        while (message := await queue.get(no_ack=True, fail=False)) is not None:
+            check = Check.from_bytes(message.body)
+            if (check.order_id, check.seq, check.step) == (order_id, seq, step):
+                return check
+        return None
+    found: Check = await wait_until(arrived, 20, f"the check of {order_id} step {step}")
+    return found
 
 
 async def test_poll_claimed_by_a_dead_replica_is_skipped_and_polling_goes_on(
@@ -288,14 +301,17 @@ async def test_poll_claimed_by_a_dead_replica_is_skipped_and_polling_goes_on(
             "_id": f"{view['_id']}:1", "order_id": view["_id"], "attempt": 1, "for_seq": 0,
             "ladder_step": 0, "owner": "dead", "claimed_at": utc(time.time() - 60),
             "finished_at": None, "outcome": None})
-        poller = _manual_poller(s)
-        assert await poller.run_once() == 1
+        poller = s.worker.poller
+        assert await poller.on_check(Check(view["_id"], view["seq"], 0)) == "polled"
         schedule = await s.db.poll_schedule.find_one({"_id": view["_id"]})
         assert schedule is not None and schedule["attempt"] == 2  # the attempt really made
 
-        async def next_round() -> bool:
-            return await poller.run_once() == 1
-        await wait_until(next_round, 10, "the next rung's poll")
+        # The poll found the payment moved on: its change scheduled the next check, which
+        # comes through the broker's wait queue.
+        moved = await s.db.orders.find_one({"_id": view["_id"]})
+        assert moved is not None and moved["seq"] == view["seq"] + 1
+        check = await due_check(s, view["_id"], moved["seq"], 0)
+        assert await poller.on_check(check) == "polled"
         third = await s.db.polls.find_one({"_id": f"{view['_id']}:3"})
         assert third is not None and third["outcome"] is not None  # not stuck on attempt 2
 
@@ -317,7 +333,8 @@ async def test_lost_schedule_write_is_repaired_from_the_finished_poll(
             "claimed_at": utc(time.time() - 60), "finished_at": utc(time.time() - 30),
             "outcome": "unchanged", "schedule": schedule})
         calls = s.sandbox.state.info_calls
-        assert await _manual_poller(s).run_once() == 0  # no second poll for the same slot
+        check = Check(view["_id"], view["seq"], 0)
+        assert await s.worker.poller.on_check(check) == "rechecking"  # no second poll
         assert s.sandbox.state.info_calls == calls
         repaired = await s.db.poll_schedule.find_one({"_id": view["_id"]})
         assert repaired is not None and repaired["attempt"] == 1
@@ -343,7 +360,9 @@ async def test_widget_order_is_not_pollable_and_the_round_goes_on(
             return bool(view and view["next_poll_at"]
                         and view["next_poll_at"].timestamp() <= time.time())
         await wait_until(widget_due, 20, "the widget order due")
-        assert await _manual_poller(s).run_once() == 2
+        poller = s.worker.poller
+        assert await poller.on_check(Check(f"{PROJECT_ID}:widget-1", 0, 0)) == "polled"
+        assert await poller.on_check(Check(p2p["_id"], p2p["seq"], 0)) == "polled"
         widget_poll = await s.db.polls.find_one({"_id": f"{PROJECT_ID}:widget-1:1"})
         assert widget_poll is not None and widget_poll["outcome"] == "not_pollable"
         other = await s.db.polls.find_one({"_id": f"{p2p['_id']}:1"})
