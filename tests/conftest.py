@@ -31,7 +31,10 @@ from shared.topology import (
     declare,
     retry_queue,
 )
-from tests import logcapture
+from tests import (
+    logcapture,
+    store_commands,  # noqa: F401 - its listener sees every client made later
+)
 from tests.keys import PROJECT_ID, SIGNATURES_MADE, key_pem, vectors
 from tests.logcapture import LOG_LINES
 from tests.processes import ServiceProcess

@@ -134,8 +134,8 @@ class Poller:
             log.error("order_gave_up", status=view["status"], polls=slot.attempt)
             await self.processor.publish_record({"_id": poll_id, **fields})
         await self.store.refresh_view(order_id)
-        if not schedule["gave_up"] and schedule["last_seq"] == slot.for_seq:
-            # Unchanged: the next rung. (A change scheduled its own first check.)
+        if not schedule["gave_up"]:
+            # The next rung, or after a change the first check at the new seq.
             await self._schedule_next(order_id, schedule)
         self.processor.metrics.polls.labels(outcome).inc()
         log.info("poll_finished", outcome=outcome,

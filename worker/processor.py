@@ -94,7 +94,8 @@ class Processor:
                 seq = record["seq"]
                 await self.publish_record(record)
                 await self.store.refresh_view(obs.order_id, record)
-                await self.schedule_first_check(obs.order_id, seq, alert.final)
+                if obs.source == "callback":  # a poll's owner schedules what follows it
+                    await self.schedule_first_check(obs.order_id, seq, alert.final)
             elif verdict is Verdict.ANOMALY:
                 assert latest is not None
                 record = await self.store.record_anomaly(anomaly_record(obs, latest, time.time()))
@@ -109,7 +110,8 @@ class Processor:
                 if not await self.store.is_published(latest):
                     await self.publish_record(latest)
                 await self.store.refresh_view(obs.order_id, latest)
-                if latest["idempotency_key"] == alert.idempotency_key:
+                if obs.source == "callback" and (
+                        latest["idempotency_key"] == alert.idempotency_key):
                     # The step is this very alert's, from a crashed try: it was applied, as
                     # step `latest.seq` itself (not a new one after it); its check may not
                     # have gone out.

@@ -3,6 +3,7 @@ never told, retries, give-up, and a whole run with duplicates, reordering and dr
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -30,6 +31,7 @@ from shared.wire import ALGORITHM_HEADER, SIGNATURE_HEADER, TOKEN_HEADER, reques
 from tests.conftest import EventTap, wait_until
 from tests.keys import PROJECT_ID, key_pem, vectors
 from tests.sandbox_fixtures import RunningSandbox, sandbox_config
+from tests.store_commands import counting
 from worker.app import Worker
 from worker.checks import Check
 
@@ -369,3 +371,52 @@ async def test_widget_order_is_not_pollable_and_the_round_goes_on(
         assert other is not None and other["outcome"] in ("unchanged", "changed")
         view = await s.db.orders.find_one({"_id": f"{PROJECT_ID}:widget-1"})
         assert view is not None and view["next_poll_at"] is not None  # the ladder goes on
+
+
+async def test_a_crash_after_the_poll_is_finished_by_the_redelivered_check(
+    stack: Callable[..., Any],
+) -> None:
+    """The poll was made and recorded, then the worker died before the next rung's check went
+    out: the redelivered check finds the poll made and sends that check, once."""
+    async with stack(Chaos(drop_rate=1.0, step_delay_s=0.05), enabled=False,
+                     stale_after_s=0.5, ladder_s=[0.3]) as s:
+        view = await _stale_stuck_order(s, "crash-after-poll")
+        poller = s.worker.poller
+        assert await poller.on_check(Check(view["_id"], view["seq"], 0)) == "polled"
+        seq = view["seq"] + 1  # the first poll found the payment's status: a change
+        check = await due_check(s, view["_id"], seq, 0)
+        healthy = poller._schedule_next
+
+        async def crash(*args: Any, **kwargs: Any) -> None:
+            raise ConnectionError("simulated crash before the next check went out")
+
+        poller._schedule_next = crash  # type: ignore[method-assign]
+        with pytest.raises(ConnectionError):
+            await poller.on_check(check)
+        poller._schedule_next = healthy  # type: ignore[method-assign]
+        calls = s.sandbox.state.info_calls
+        assert await poller.on_check(check, redelivered=True) == "made_already"
+        assert s.sandbox.state.info_calls == calls  # not polled twice
+        assert await due_check(s, view["_id"], seq, 1)  # the next rung's check went out
+        # Once sent, a further redelivery sends it no more (its marker is there).
+        assert await poller.on_check(check, redelivered=True) == "made_already"
+        queue = await s.channel.get_queue(DUE_QUEUE, ensure=False)
+        await asyncio.sleep(0.6)  # two wait periods: a second copy would have come by now
+        leftover = await queue.get(no_ack=True, fail=False)
+        assert leftover is None, leftover.body
+
+
+async def test_the_sweep_reschedules_an_order_whose_check_was_lost(
+    stack: Callable[..., Any],
+) -> None:
+    async with stack(Chaos(drop_rate=1.0, step_delay_s=0.05), enabled=False,
+                     stale_after_s=0.5, sweep_grace_s=0.0) as s:
+        view = await _stale_stuck_order(s, "lost-check")
+        due = await s.channel.get_queue(DUE_QUEUE, ensure=False)
+        await due.purge()  # an operator purged the queue: the check is gone
+        with counting(s.settings.mongo.database) as commands:
+            assert await s.worker.poller.sweep() == 1
+        assert len(commands.not_by_id()) == 1  # one scan of the orders, then reads by _id
+        check = await due_check(s, view["_id"], view["seq"], 0)
+        assert check.recheck
+        assert await s.worker.poller.on_check(check) == "polled"

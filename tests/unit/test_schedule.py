@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
+from shared.broker import check_delays
 from shared.settings import PollerSettings
-from worker.schedule import Slot, after_poll, due_slot, next_poll_at
+from shared.topology import DUE_QUEUE, contract_topology, wait_queue
+from worker.checks import Check, InvalidCheck
+from worker.schedule import Slot, after_poll, check_delay, due_slot, next_poll_at
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 S = PollerSettings(stale_after_s=600, give_up_after_s=3 * 3600, ladder_s=(60, 300, 900))
@@ -52,3 +57,27 @@ def test_gives_up_after_give_up_after_without_change() -> None:
     gave_up = after_poll(Slot(7, 2, 5), 2, T0, late, S)
     assert gave_up["gave_up"]
     assert next_poll_at(False, 2, T0, {**gave_up}, S) is None
+
+
+def test_a_check_waits_the_stale_period_then_each_rung() -> None:
+    assert [check_delay(step, S) for step in range(5)] == [600, 60, 300, 900, 900]
+
+
+def test_one_wait_queue_per_distinct_delay_dead_lettering_into_the_due_queue() -> None:
+    delays = check_delays(PollerSettings(stale_after_s=60, ladder_s=(60, 300, 0.5)))
+    assert delays == (0.5, 60, 300)
+    queues = {q.name: q for q in contract_topology(20, (), delays).queues}
+    waiting = queues[wait_queue(0.5)]
+    assert waiting.name == "hh.orders.checks.wait.500ms"
+    assert waiting.arguments["x-message-ttl"] == 500
+    assert waiting.arguments["x-dead-letter-routing-key"] == DUE_QUEUE
+    assert DUE_QUEUE in queues and wait_queue(300) in queues
+
+
+def test_a_check_round_trips_and_refuses_what_is_not_one() -> None:
+    check = Check("p:pay-1", 3, 2, recheck=True)
+    assert Check.from_bytes(check.to_bytes()) == check
+    for bad in (b"", b"[]", b'{"order_id": "p:x", "seq": -1, "step": 0}',
+                b'{"order_id": "nocolon", "seq": 1, "step": 0}'):
+        with pytest.raises(InvalidCheck):
+            Check.from_bytes(bad)
