@@ -7,6 +7,7 @@
     hh-admin verify --body FILE --headers FILE     (does a captured alert verify? if not, why)
     hh-admin dlq list | show ID | redrive (--id ID ... | --reason-contains TEXT | --all)
     hh-admin dlq purge --yes
+    hh-admin retention --dry-run | --now          (what retention would delete; or run it now)
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ from shared.settings import Settings, SettingsError, load_settings
 from shared.wire import FLOWS, PRODUCTS
 from worker import parts
 from worker.records import utc
+from worker.retention import Retention
 from worker.schedule import next_slot
+from worker.store import OrderStore
 
 
 def _print(value: Any) -> None:
@@ -97,6 +100,24 @@ async def orders_poll_now(settings: Settings, project_id: str, payment_id: str) 
         return 0
     finally:
         await broker.close()
+        await client.close()
+
+
+async def retention(settings: Settings, dry_run: bool) -> int:
+    """Run the retention job once from here, or count what it would delete (--dry-run)."""
+    client = mongo.client(settings.mongo)
+    try:
+        store = OrderStore(mongo.Collections.of(client[settings.mongo.database]),
+                           settings.projects, settings.poller)
+        counts = await Retention(store, settings.retention).run(dry_run=dry_run)
+        _print({"dry_run": dry_run, "ages_days": {
+            "inbox": settings.retention.inbox_days,
+            "transitions": settings.retention.transitions_days,
+            "polls": settings.retention.polls_days,
+            "anomalies": settings.retention.anomalies_days},
+            "would_delete" if dry_run else "deleted": counts})
+        return 0
+    finally:
         await client.close()
 
 
@@ -172,6 +193,10 @@ def main() -> None:
     r.add_argument("--reason-contains")
     r.add_argument("--all", action="store_true")
     d.add_parser("purge").add_argument("--yes", action="store_true")
+    ret = sub.add_parser("retention", help="what retention would delete, or run it now")
+    mode = ret.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--dry-run", action="store_true", help="count, delete nothing")
+    mode.add_argument("--now", action="store_true", help="run the job once, now")
     args = parser.parse_args()
     try:
         settings = load_settings()
@@ -182,6 +207,8 @@ def main() -> None:
         sys.exit(verify(settings, args))
     if args.command == "dlq":
         sys.exit(asyncio.run(dead_letters(settings, args)))
+    if args.command == "retention":
+        sys.exit(asyncio.run(retention(settings, args.dry_run)))
     if args.action == "show":
         sys.exit(asyncio.run(orders_show(settings, args.project_id, args.payment_id)))
     if args.action == "register":

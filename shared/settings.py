@@ -96,6 +96,19 @@ class PollerSettings:
 
 
 @dataclass(frozen=True)
+class RetentionSettings:
+    """Ages (days after an order settled or was given up) after which its records go. Longer
+    than any sender's retry horizon: a late alert must still find the order settled."""
+
+    enabled: bool = True
+    inbox_days: float = 35.0
+    transitions_days: float = 35.0
+    polls_days: float = 35.0
+    anomalies_days: float = 35.0
+    rate_per_s: float = 1000.0  # documents deleted a second, at most
+
+
+@dataclass(frozen=True)
 class ProjectSettings:
     project_id: str
     callback_keys: tuple[VerifyKey, ...]
@@ -112,6 +125,7 @@ class Settings:
     ingest: IngestSettings = IngestSettings()
     worker: WorkerSettings = WorkerSettings()
     poller: PollerSettings = PollerSettings()
+    retention: RetentionSettings = RetentionSettings()
     projects: Mapping[str, ProjectSettings] = field(default_factory=dict)
     log_format: str = "json"
     log_level: str = "info"
@@ -212,7 +226,7 @@ def parse_settings(
     env = os.environ if env is None else env
     sections: dict[str, dict[str, Any]] = {
         name: dict(raw.get(name, {}))
-        for name in ("amqp", "mongo", "ingest", "worker", "poller", "log")
+        for name in ("amqp", "mongo", "ingest", "worker", "poller", "retention", "log")
     }
     for var, (section, key, kind) in ENV_OVERRIDES.items():
         if env.get(var):
@@ -233,6 +247,7 @@ def parse_settings(
             ingest=_section("ingest", IngestSettings, _tuples(sections["ingest"])),
             worker=_section("worker", WorkerSettings, _tuples(sections["worker"])),
             poller=_section("poller", PollerSettings, _tuples(sections["poller"])),
+            retention=_section("retention", RetentionSettings, sections["retention"]),
             projects=projects,
             log_format=str(sections["log"].get("format", "json")),
             log_level=str(sections["log"].get("level", "info")),

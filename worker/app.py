@@ -21,6 +21,7 @@ from shared.settings import Settings
 from shared.topology import DUE_QUEUE, PROCESS_QUEUE, REGISTER_QUEUE
 from worker import parts
 from worker.consumer import Consumer
+from worker.retention import Retention
 
 log = structlog.get_logger("worker")
 STOP_STEP_S = 10.0  # the longest any one step of a stop may take
@@ -103,6 +104,8 @@ class Worker:
         relayed = await self.processor.relay_once(
             self.settings.worker.relay_grace_s, self.settings.worker.relay_window_s)
         swept = await self.poller.sweep() if self.settings.poller.enabled else 0
+        if self.settings.retention.enabled:
+            await Retention(self.store, self.settings.retention).run()
         log.info("maintenance_done", events_relayed=relayed, checks_rescheduled=swept,
                  seconds=round(time.monotonic() - started, 3))
 

@@ -77,12 +77,14 @@ class Poller:
 
     async def _schedule_next(self, order_id: str, schedule: Document, *,
                              resuming: bool = False) -> None:
+        """Publish the check that follows the poll `schedule` names, and note on that poll's
+        record that it went out (so a redelivery does not send it twice)."""
         check = Check(order_id, int(schedule["last_seq"]), int(schedule["ladder_step"]))
-        marker = f"check:{check.order_id}:{check.seq}:{check.step}"
-        if resuming and await self.store.marked(marker):
+        poll_id = f"{order_id}:{schedule['attempt']}"
+        if resuming and await self.store.next_check_sent(poll_id):
             return
         await publish_check(self.broker, check, check_delay(check.step, self.settings))
-        await self.store.mark(marker)
+        await self.store.finish_poll(poll_id, {"next_check_sent": True})
 
     async def sweep(self) -> int:
         """The safety net: a non-final order whose poll is overdue by more than

@@ -108,12 +108,9 @@ class OrderStore:
             self.c.published, {"_id": record["event"]["event_id"], "at": utc(time.time())})
         record["published"] = True  # the caller's copy, which the hint cache may hold too
 
-    async def mark(self, marker: str) -> None:
-        """Record that a follow-up (a check) went out; insert-only, like the event markers."""
-        await self._insert_once(self.c.published, {"_id": marker, "at": utc(time.time())})
-
-    async def marked(self, marker: str) -> bool:
-        return await self.c.published.find_one({"_id": marker}) is not None
+    async def next_check_sent(self, poll_id: str) -> bool:
+        record = await self.c.polls.find_one({"_id": poll_id}, projection={"next_check_sent": 1})
+        return bool(record and record.get("next_check_sent"))
 
     async def claim_job(self, job_id: str, owner: str) -> bool:
         """One replica runs a periodic job per period: whoever inserts its record."""
@@ -235,7 +232,8 @@ class OrderStore:
         return None
 
     async def finish_poll(self, poll_id: str, fields: Document) -> None:
-        # Only the owner of this attempt writes here.
+        # Only the owner of this attempt writes here (or whoever finishes its follow-up after
+        # a crash, with the same values).
         await self.c.polls.update_one({"_id": poll_id}, {"$set": fields})
 
     async def write_schedule(self, order_id: str, schedule: Document) -> None:
