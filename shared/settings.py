@@ -78,6 +78,10 @@ class WorkerSettings:
     # until max_attempts; then the message goes to the dead letters.
     retry_delays_s: tuple[int, ...] = (1, 5, 30, 120, 600)
     max_attempts: int = 12
+    # The inserts and view writes of the alerts in flight go out together: a batch goes when
+    # every alert in flight has joined it, or this long after its first write (a lone alert's
+    # write goes at once).
+    batch_window_s: float = 0.01
 
 
 @dataclass(frozen=True)

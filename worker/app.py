@@ -48,6 +48,7 @@ class Worker:
         self._consumer_tags: list[tuple[object, str]] = []
         self._runner: web.AppRunner | None = None
         self.consuming = False  # /healthz says 200 only once the consumers run
+        self.maintenance_looked = asyncio.Event()  # set once a period's maintenance is settled
         self.draining = False
 
     async def start(self, *, http: bool = True) -> None:
@@ -97,6 +98,7 @@ class Worker:
                     await self._maintain()
             except Exception as exc:  # noqa: BLE001 - the next period tries again
                 log.warning("maintenance_failed", error=type(exc).__name__)
+            self.maintenance_looked.set()
             await asyncio.sleep(max(0.0, (period + 1) * interval - time.time()))
 
     async def _maintain(self) -> None:

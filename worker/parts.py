@@ -38,7 +38,7 @@ def build(settings: Settings, db: AsyncMongoClient[mongo.Document], broker: Brok
           http: aiohttp.ClientSession) -> Parts:
     metrics = WorkerMetrics()
     store = OrderStore(mongo.Collections.of(db[settings.mongo.database]), settings.projects,
-                       settings.poller)
+                       settings.poller, settings.worker.batch_window_s)
     processor = Processor(store, broker, metrics, settings.poller)
     poller = Poller(processor, gateway_clients(settings, http), settings.poller)
     return Parts(metrics, store, processor, poller)

@@ -55,7 +55,7 @@ class Processor:
 
     async def handle_alert(self, envelope: AlertEnvelope) -> str:
         """Process one verified alert. Raises InvalidAlert if it cannot be read (for good)."""
-        with self.metrics.seconds.time():
+        with self.metrics.seconds.time(), self.store.in_flight:
             return await self._handle_alert(envelope)
 
     async def _handle_alert(self, envelope: AlertEnvelope) -> str:

@@ -3,6 +3,7 @@ unique `_id`; updates touch documents that one kind of writer owns, with the sam
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
@@ -14,6 +15,7 @@ from pymongo.errors import DuplicateKeyError
 
 from shared.mongo import Collections
 from shared.settings import PollerSettings, ProjectSettings
+from worker.batch import InFlight, InsertBatcher, ReplaceBatcher
 from worker.lru import Lru
 from worker.records import Document, order_view, utc
 from worker.schedule import Slot
@@ -24,15 +26,23 @@ HINT_CACHE_SIZE = 20_000
 class OrderStore:
     def __init__(
         self, collections: Collections, projects: Mapping[str, ProjectSettings],
-        poller: PollerSettings | None = None,
+        poller: PollerSettings | None = None, batch_window_s: float = 0.01,
+        in_flight: InFlight | None = None,
     ) -> None:
         self.c = collections
         self._projects = projects
         self._poller = poller or PollerSettings()
+        # The writes every alert makes, batched across the messages in flight.
+        self.in_flight = in_flight or InFlight()
+        self._inbox = InsertBatcher(collections.callbacks, batch_window_s, self.in_flight)
+        self._log = InsertBatcher(collections.transitions, batch_window_s, self.in_flight)
+        self._markers = InsertBatcher(collections.published, batch_window_s, self.in_flight)
+        self._views = ReplaceBatcher(collections.orders, batch_window_s, self.in_flight)
         # What this process last saw of an order (log head, registration): starting points
         # that save reads, never taken as the whole truth.
         self._seen: Lru[Document] = Lru(HINT_CACHE_SIZE)
         self._registered: Lru[Document] = Lru(HINT_CACHE_SIZE)
+        self._schedules: Lru[Document] = Lru(HINT_CACHE_SIZE)
 
     async def _insert_or_existing(
         self, collection: AsyncCollection[Document], doc: Document
@@ -44,13 +54,6 @@ class OrderStore:
         except DuplicateKeyError:
             return await collection.find_one({"_id": doc["_id"]})
 
-    async def _insert_once(self, collection: AsyncCollection[Document], doc: Document) -> None:
-        """Insert `doc`; if its _id is there already, another attempt wrote the same fact."""
-        try:
-            await collection.insert_one(doc)
-        except DuplicateKeyError:
-            pass
-
     # --- inbox ------------------------------------------------------------------------------
     # Written once, with its outcome, after the alert is processed: one write per alert, and a
     # crash before it simply redoes the alert (which then finds its own step in the log).
@@ -58,7 +61,7 @@ class OrderStore:
         return await self.c.callbacks.find_one({"_id": key})
 
     async def record_alert(self, doc: Document) -> None:
-        await self._insert_once(self.c.callbacks, doc)
+        await self._inbox.insert(doc)  # a duplicate: another attempt wrote the same fact
 
     # --- transition log (also the outbox) ---------------------------------------------------
     async def latest_transition(self, order_id: str) -> Document | None:
@@ -91,9 +94,7 @@ class OrderStore:
 
     async def append_transition(self, doc: Document) -> bool:
         """True if we took step `seq`; False if another worker took it first."""
-        try:
-            await self.c.transitions.insert_one(doc)
-        except DuplicateKeyError:
+        if not await self._log.insert(doc):
             return False
         self._seen.put(doc["order_id"], doc)
         return True
@@ -104,8 +105,7 @@ class OrderStore:
     async def mark_published(self, record: Document) -> None:
         """Record that the record's event went out: a marker inserted under its event_id, so
         log records stay immutable and any replica (or the relay) may write the same fact."""
-        await self._insert_once(
-            self.c.published, {"_id": record["event"]["event_id"], "at": utc(time.time())})
+        await self._markers.insert({"_id": record["event"]["event_id"], "at": utc(time.time())})
         record["published"] = True  # the caller's copy, which the hint cache may hold too
 
     async def next_check_sent(self, poll_id: str) -> bool:
@@ -145,39 +145,36 @@ class OrderStore:
     # --- registrations and the orders view --------------------------------------------------
     async def register(self, doc: Document) -> bool:
         """True if new. A second registration of the same order changes nothing."""
-        return await self._insert_or_existing(self.c.registrations, doc) is None
+        existing = await self._insert_or_existing(self.c.registrations, doc)
+        self._registered.put(doc["_id"], existing or doc)  # the view written next has it
+        return existing is None
 
     async def refresh_view(self, order_id: str, latest: Document | None = None) -> Document:
-        """Rewrite the view from its sources, then look again: if another writer added a
-        transition, the registration or a poll meanwhile, write again. The sources only move
-        forward, so the last writer's check sees what it wrote and the view converges without
-        conditional updates. `latest`, when the caller just read or wrote it, saves reads."""
+        """Write the view from what is known (the caller's `latest`; this process's hints of
+        the registration and the poll schedule), then read every source again, concurrently,
+        by `_id`, and write again until a read finds nothing newer. The reads after the write
+        are what make it converge without conditional updates: the sources only move forward,
+        and whoever writes a source last reads the others after its own write."""
         project = self._projects.get(order_id.partition(":")[0])
         defaults = (project.default_product, project.default_flow) if project else (
             ProjectSettings.default_product, ProjectSettings.default_flow)
         if latest is None:
             latest = await self.latest_transition(order_id)
-        registration = await self._registration(order_id)
-        schedule = await self.schedule(order_id)
+        registration = self._registered.get(order_id)
+        schedule = self._schedules.get(order_id)
         view: dict[str, Any] = {}
         for _ in range(VIEW_REFRESH_ROUNDS):
             view = order_view(order_id, latest, registration, schedule, defaults, self._poller)
-            try:
-                await self.c.orders.replace_one({"_id": order_id}, view, upsert=True)
-            except DuplicateKeyError:
-                pass  # two first upserts raced; the check below decides whether to write again
-            newer = await self._newer(order_id, latest)
-            if registration is None:  # once there, a registration never changes
-                registration = await self._registration(order_id)
-                changed = registration is not None
-            else:
-                changed = False
-            now_schedule = await self.schedule(order_id)
-            changed |= newer is not latest or _schedule_version(now_schedule) != (
-                _schedule_version(schedule))
+            await self._views.replace(view)
+            newer, now_registration, now_schedule = await asyncio.gather(
+                self._newer(order_id, latest),
+                self._registration(order_id) if registration is None else _known(registration),
+                self.schedule(order_id))
+            changed = (newer is not latest or now_registration is not registration
+                       or _schedule_version(now_schedule) != _schedule_version(schedule))
             if not changed:
                 break
-            latest, schedule = newer, now_schedule
+            latest, registration, schedule = newer, now_registration, now_schedule
         return view
 
     async def _registration(self, order_id: str) -> Document | None:
@@ -199,7 +196,10 @@ class OrderStore:
             yield view
 
     async def schedule(self, order_id: str) -> Document | None:
-        return await self.c.poll_schedule.find_one({"_id": order_id})
+        schedule = await self.c.poll_schedule.find_one({"_id": order_id})
+        if schedule is not None:
+            self._schedules.put(order_id, schedule)  # a hint for the next view write
+        return schedule
 
     async def claim_poll(
         self, order_id: str, slot: Slot, owner: str, now: datetime, lease_s: float
@@ -239,10 +239,15 @@ class OrderStore:
     async def write_schedule(self, order_id: str, schedule: Document) -> None:
         # Only the owner of the newest attempt writes the schedule (or a repairer, with the same
         # values), so a whole-document replace is safe.
+        self._schedules.put(order_id, schedule)  # the view written next has it
         try:
             await self.c.poll_schedule.replace_one({"_id": order_id}, schedule, upsert=True)
         except DuplicateKeyError:
             await self.c.poll_schedule.replace_one({"_id": order_id}, schedule)
+
+
+async def _known(value: Document) -> Document:
+    return value
 
 
 def _schedule_version(schedule: Document | None) -> tuple[Any, ...]:
