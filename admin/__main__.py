@@ -33,7 +33,7 @@ from shared.settings import Settings, SettingsError, load_settings
 from shared.wire import FLOWS, PRODUCTS
 from worker import parts
 from worker.records import utc
-from worker.retention import Retention
+from worker.retention import Retention, ttl_seconds
 from worker.schedule import next_slot
 from worker.store import OrderStore
 
@@ -109,12 +109,16 @@ async def retention(settings: Settings, dry_run: bool) -> int:
     try:
         store = OrderStore(mongo.Collections.of(client[settings.mongo.database]),
                            settings.projects, settings.poller)
-        counts = await Retention(store, settings.retention).run(dry_run=dry_run)
+        # What a TTL index expires is not the job's (MongoDB; never the local server).
+        expiring = set(ttl_seconds(settings.retention, settings.poller,
+                                   await mongo.is_ferretdb(client)))
+        counts = await Retention(store, settings.retention, expiring).run(dry_run=dry_run)
         _print({"dry_run": dry_run, "ages_days": {
             "inbox": settings.retention.inbox_days,
             "transitions": settings.retention.transitions_days,
             "polls": settings.retention.polls_days,
             "anomalies": settings.retention.anomalies_days},
+            "expired_by_ttl_index": sorted(expiring),
             "would_delete" if dry_run else "deleted": counts})
         return 0
     finally:

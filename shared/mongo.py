@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import OperationFailure
 
 from shared.settings import MongoSettings
 
 Document = dict[str, Any]
+log = structlog.get_logger("mongo")
 
 
 @dataclass(frozen=True)
@@ -51,9 +55,33 @@ def client(settings: MongoSettings) -> AsyncMongoClient[Document]:
     )
 
 
-async def ensure_indexes(c: Collections) -> None:
-    # Hot-path reads are all by _id. These serve the hourly outbox relay's time window and
-    # the hourly sweep for overdue orders (MongoDB uses them; the local server scans).
+# The date each kind of record a TTL index may expire is counted from.
+TTL_FIELDS = {"callbacks": "processed_at", "polls": "claimed_at", "anomalies": "recorded_at"}
+
+
+async def is_ferretdb(client: AsyncMongoClient[Document]) -> bool:
+    """FerretDB 1.x accepts TTL indexes but never expires anything: retention is a job there."""
+    info = await client.admin.command("buildInfo")
+    return "ferretdbVersion" in info
+
+
+async def ensure_indexes(c: Collections, ttl_s: Mapping[str, int] | None = None) -> set[str]:
+    """Hot-path reads are all by _id. These serve the hourly outbox relay's time window and
+    the hourly sweep for overdue orders (MongoDB uses them; the local server scans); with
+    `ttl_s` (collection -> seconds), the collections of TTL_FIELDS expire by the server.
+    Returns the collections whose records the server expires."""
+    ttl_s = ttl_s or {}
+    expiring: set[str] = set()
+    for name, field in TTL_FIELDS.items():
+        if name in ttl_s:
+            try:
+                await getattr(c, name).create_index([(field, ASCENDING)],
+                                                   expireAfterSeconds=ttl_s[name])
+                expiring.add(name)
+            except OperationFailure as exc:  # a plain index on the field exists already
+                log.warning("ttl_index_refused", collection=name, error=str(exc))
     for outbox in (c.transitions, c.anomalies, c.polls):
-        await outbox.create_index([("recorded_at", ASCENDING)])
+        if outbox.name not in expiring or TTL_FIELDS[outbox.name] != "recorded_at":
+            await outbox.create_index([("recorded_at", ASCENDING)])
     await c.orders.create_index([("next_poll_at", ASCENDING)])
+    return expiring

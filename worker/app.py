@@ -21,7 +21,7 @@ from shared.settings import Settings
 from shared.topology import DUE_QUEUE, PROCESS_QUEUE, REGISTER_QUEUE
 from worker import parts
 from worker.consumer import Consumer
-from worker.retention import Retention
+from worker.retention import Retention, ttl_seconds
 
 log = structlog.get_logger("worker")
 STOP_STEP_S = 10.0  # the longest any one step of a stop may take
@@ -48,6 +48,7 @@ class Worker:
         self._consumer_tags: list[tuple[object, str]] = []
         self._runner: web.AppRunner | None = None
         self.consuming = False  # /healthz says 200 only once the consumers run
+        self.expiring: set[str] = set()  # collections the server expires (TTL indexes)
         self.maintenance_looked = asyncio.Event()  # set once a period's maintenance is settled
         self.draining = False
 
@@ -57,7 +58,9 @@ class Worker:
         if http:
             await self._start_http()
         await self._wait_for_mongo()
-        await mongo.ensure_indexes(self.store.c)
+        ttl = ttl_seconds(self.settings.retention, self.settings.poller,
+                          await mongo.is_ferretdb(self.mongo_client))
+        self.expiring = await mongo.ensure_indexes(self.store.c, ttl)
         await self.broker.connect_forever()
         assert self.broker.connection is not None
         channel = await self.broker.connection.channel()
@@ -107,7 +110,7 @@ class Worker:
             self.settings.worker.relay_grace_s, self.settings.worker.relay_window_s)
         swept = await self.poller.sweep() if self.settings.poller.enabled else 0
         if self.settings.retention.enabled:
-            await Retention(self.store, self.settings.retention).run()
+            await Retention(self.store, self.settings.retention, self.expiring).run()
         log.info("maintenance_done", events_relayed=relayed, checks_rescheduled=swept,
                  seconds=round(time.monotonic() - started, 3))
 

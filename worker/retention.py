@@ -22,7 +22,7 @@ import structlog
 from pymongo import DeleteOne
 from pymongo.asynchronous.collection import AsyncCollection
 
-from shared.settings import RetentionSettings
+from shared.settings import PollerSettings, RetentionSettings
 from worker.records import EVENT_NAMESPACE, Document, utc
 from worker.store import OrderStore
 
@@ -39,11 +39,28 @@ class Taken:
         ("callbacks", "transitions", "polls", "anomalies", "published"), 0))
 
 
+def ttl_seconds(settings: RetentionSettings, poller: PollerSettings, ferretdb: bool
+                ) -> dict[str, int]:
+    """The collections the server may expire by a TTL index instead of the job: only on a
+    server that does expire (not FerretDB 1.x), and only when every order older than the age
+    has settled or been given up (polling on, giving up sooner than the shortest age); a TTL
+    index cannot tell a settled order's record from another's. The log is always trimmed by
+    the job: its ends must stay."""
+    if ferretdb or not settings.enabled or not poller.enabled:
+        return {}
+    ages = {"callbacks": settings.inbox_days, "polls": settings.polls_days,
+            "anomalies": settings.anomalies_days}
+    return {name: int(days * DAY_S) for name, days in ages.items()
+            if poller.give_up_after_s < days * DAY_S}
+
+
 class Retention:
-    def __init__(self, store: OrderStore, settings: RetentionSettings) -> None:
+    def __init__(self, store: OrderStore, settings: RetentionSettings,
+                 expiring: set[str] | frozenset[str] = frozenset()) -> None:
         self.store = store
         self.c = store.c
         self.settings = settings
+        self.expiring = expiring  # collections a TTL index expires: the job leaves them
 
     def _cutoff(self, days: float, now: float) -> Any:
         return utc(now - days * DAY_S)
@@ -56,8 +73,10 @@ class Retention:
         async for view in self._settled_orders(self._cutoff(
                 min(s.transitions_days, s.polls_days), now)):
             await self._trim_order(view, now)
-        await self._inbox(now)
-        await self._anomalies(now)
+        if "callbacks" not in self.expiring:
+            await self._inbox(now)
+        if "anomalies" not in self.expiring:
+            await self._anomalies(now)
         log.info("retention_done", dry_run=dry_run, **taken.counts)
         return taken.counts
 
@@ -75,7 +94,8 @@ class Retention:
             markers = [str(uuid.uuid5(EVENT_NAMESPACE, record_id)) for record_id in middle]
             await self._delete(self.c.transitions, middle)
             await self._delete(self.c.published, markers)
-        if view["updated_at"] < self._cutoff(self.settings.polls_days, now) and polls:
+        if ("polls" not in self.expiring and polls
+                and view["updated_at"] < self._cutoff(self.settings.polls_days, now)):
             ids = [f"{order_id}:{n}" for n in range(1, polls + 1)]
             events = [str(uuid.uuid5(EVENT_NAMESPACE, f"stale:{poll_id}")) for poll_id in ids]
             await self._delete(self.c.polls, ids)

@@ -81,3 +81,4 @@ def test_a_check_round_trips_and_refuses_what_is_not_one() -> None:
                 b'{"order_id": "nocolon", "seq": 1, "step": 0}'):
         with pytest.raises(InvalidCheck):
             Check.from_bytes(bad)
+
