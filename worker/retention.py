@@ -23,6 +23,7 @@ from pymongo import DeleteOne
 from pymongo.asynchronous.collection import AsyncCollection
 
 from shared.settings import PollerSettings, RetentionSettings
+from worker.lru import Lru
 from worker.records import EVENT_NAMESPACE, Document, utc
 from worker.store import OrderStore
 
@@ -104,18 +105,20 @@ class Retention:
     async def _inbox(self, now: float) -> None:
         """Inbox records are named by their alert, not by the order: found by one scan."""
         cutoff = self._cutoff(self.settings.inbox_days, now)
-        settled: dict[str, bool] = {}
+        settled: Lru[bool] = Lru(10_000)  # an order's records come together, mostly
         doomed: list[str] = []
         cursor = self.c.callbacks.find({"processed_at": {"$lt": cutoff}},
                                        projection={"_id": 1, "project_id": 1, "payment_id": 1},
                                        batch_size=BATCH)
         async for record in cursor:
             order_id = f"{record['project_id']}:{record['payment_id']}"
-            if order_id not in settled:
+            is_settled = settled.get(order_id)
+            if is_settled is None:
                 view = await self.c.orders.find_one({"_id": order_id},
                                                     projection={"final": 1, "needs_review": 1})
-                settled[order_id] = bool(view and (view["final"] or view["needs_review"]))
-            if settled[order_id]:
+                is_settled = bool(view and (view["final"] or view["needs_review"]))
+                settled.put(order_id, is_settled)
+            if is_settled:
                 doomed.append(record["_id"])
             if len(doomed) >= BATCH:
                 await self._delete(self.c.callbacks, doomed)
