@@ -17,7 +17,7 @@ from typing import Any
 import aio_pika
 import aiohttp
 
-from bench import ceilings, report, stages
+from bench import ceilings, costs, report, stages
 from bench.loadgen import (
     KeyKind,
     Result,
@@ -201,6 +201,8 @@ class Bench:
             for size in (self.args.small, self.args.large):
                 fill_s = await stages.store_orders(self.settings, size)
                 due = await stages.due_query_ms(self.settings)
+                per_op = await costs.measure(self.settings, alerts=100,
+                                             idle_s=self.args.idle_s)
                 ids = [f"growth-{size}-{i}" for i in range(self.args.growth_alerts)]
                 await stages.prefill(channel, ids)
                 worker = await self._start_worker()
@@ -212,15 +214,19 @@ class Bench:
                     worker.stop()
                 row = {"orders": size, "fill_s": round(fill_s, 1), "due_query_ms":
                        due["median_ms"], "due_found": due["found"],
-                       "worker_ms_per_alert": drain["ms_per_alert"]}
+                       "worker_ms_per_alert": drain["ms_per_alert"], **per_op}
                 rows.append(row)
-                print(f"  {size:>9,} orders stored: due query {row['due_query_ms']} ms, worker "
-                      f"{row['worker_ms_per_alert']} ms/alert", flush=True)
+                print(f"  {size:>9,} orders stored: sweep query {row['due_query_ms']} ms, worker "
+                      f"{row['worker_ms_per_alert']} ms/alert; one alert {per_op['alert_ms']} ms "
+                      f"({per_op['alert_commands']} commands), one due poll {per_op['poll_ms']}"
+                      f" ms ({per_op['poll_commands']}), idle "
+                      f"{per_op['idle_commands_per_min']} commands/min", flush=True)
         self.results["growth"] = rows
         small, large = rows
         self.results["growth_worker_ratio"] = round(
             large["worker_ms_per_alert"] / small["worker_ms_per_alert"], 3)
         self.results["growth_due_ratio"] = round(large["due_query_ms"] / small["due_query_ms"], 3)
+        self.results["growth_poll_ratio"] = round(large["poll_ms"] / small["poll_ms"], 3)
 
 
 def machine() -> dict[str, str]:
@@ -267,6 +273,8 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=10_000, help="orders stored, growth")
     parser.add_argument("--large", type=int, default=100_000, help="orders stored, growth")
     parser.add_argument("--growth-alerts", type=int, default=600)
+    parser.add_argument("--idle-s", type=float, default=20.0,
+                        help="idle worker watched, per size (store commands and CPU)")
     parser.add_argument("--out", type=Path, default=Path("docs"))
     args = parser.parse_args()
     folder = Path(".bench")  # test keys and config (deploy/devkit.py), and the services' logs

@@ -76,7 +76,8 @@ async def measure(settings: Settings, alerts: int = 200, idle_s: float = 30.0) -
     """Per new alert, per due poll (a widget order: the whole poll but the HTTP call), and an
     idle worker's store load per minute."""
     settings = replace(settings, poller=replace(settings.poller, enabled=False),
-                       worker=replace(settings.worker, maintenance_interval_s=86400.0))
+                       worker=replace(settings.worker, maintenance_interval_s=86400.0),
+                       retention=replace(settings.retention, enabled=False))
     worker = Worker(settings)
     await worker.start(http=False)
     await worker.maintenance_looked.wait()

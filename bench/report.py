@@ -37,6 +37,11 @@ def targets(r: dict[str, Any]) -> list[tuple[str, str, str]]:
     growth = f"{small['orders']:,} → {large['orders']:,} orders"
     rows.append((f"per-alert worker cost grows ≤ 1.3 x ({growth})",
                  f"{r['growth_worker_ratio']:.2f} x", _verdict(r["growth_worker_ratio"] <= 1.3)))
+    rows.append((f"per due poll grows ≤ 1.3 x ({growth})",
+                 f"{r['growth_poll_ratio']:.2f} x", _verdict(r["growth_poll_ratio"] <= 1.3)))
+    idle = max(g["idle_commands_per_min"] for g in r["growth"])
+    rows.append(("an idle worker sends the store nothing", f"{idle:g} commands/min",
+                 _verdict(idle == 0)))
     rows.append((f"hourly sweep query, a scan once an hour ({growth}; no target)",
                  f"{r['growth_due_ratio']:.2f} x", "info"))
     rss = r["peak_rss_mb"]
@@ -104,10 +109,14 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         "## Growth",
         "",
-        "| orders stored | time to store them s | hourly sweep query ms | worker ms per alert |",
-        "|---:|---:|---:|---:|",
+        "| orders stored | time to store them s | hourly sweep query ms | worker ms per alert "
+        "(drain) | one alert ms (store commands) | one due poll ms (store commands) | idle: "
+        "store commands/min, store CPU s/min |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
         *(f"| {g['orders']:,} | {g['fill_s']:.0f} | {g['due_query_ms']:.1f} | "
-          f"{g['worker_ms_per_alert']:.2f} |" for g in r["growth"]),
+          f"{g['worker_ms_per_alert']:.2f} | {g['alert_ms']:.2f} ({g['alert_commands']:g}) | "
+          f"{g['poll_ms']:.2f} ({g['poll_commands']:g}) | {g['idle_commands_per_min']:g}, "
+          f"{g['idle_store_cpu_s_per_min']:.3f} |" for g in r["growth"]),
         "",
         f"Peak RSS: ingest {r['peak_rss_mb']['ingest']:.0f} MB, "
         f"worker {r['peak_rss_mb']['worker']:.0f} MB.",
