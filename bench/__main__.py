@@ -27,7 +27,7 @@ from bench.loadgen import (
     signed_requests,
 )
 from bench.processes import Service
-from shared import mongo
+from shared import logs, mongo
 from shared.settings import Settings, load_settings
 from shared.topology import PROCESS_QUEUE, contract_topology, declare
 
@@ -280,6 +280,7 @@ def main() -> None:
     folder = Path(".bench")  # test keys and config (deploy/devkit.py), and the services' logs
     if not (folder / "config.toml").exists():
         subprocess.run([sys.executable, "deploy/devkit.py", "init", str(folder)], check=True)  # noqa: S603
+    logs.configure("console", "warning")  # the in-process worker of the growth stage: quiet
     results = asyncio.run(run(args, folder))
     args.out.mkdir(exist_ok=True)
     (args.out / "benchmarks.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
