@@ -143,6 +143,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str, type]] = {
     "HH_INGEST_HOST": ("ingest", "host", str),
     "HH_INGEST_PORT": ("ingest", "port", int),
     "HH_INGEST_DRAIN_S": ("ingest", "drain_s", float),
+    "HH_WORKER_HOST": ("worker", "host", str),
     "HH_WORKER_PORT": ("worker", "port", int),
     "HH_LOG_FORMAT": ("log", "format", str),
     "HH_LOG_LEVEL": ("log", "level", str),

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from shared.broker import reconnect_delay
-from shared.settings import SettingsError, load_settings
+from shared.settings import SettingsError, load_settings, parse_settings
 
 
 def test_console_logs_have_no_colour_codes_off_a_terminal() -> None:
@@ -48,3 +48,13 @@ def test_reconnection_pause_starts_short_and_grows_with_the_outage() -> None:
     assert reconnect_delay(8.0, 1.0, 10.0) == 1.0  # a restart's outage: still every second
     assert reconnect_delay(60.0, 1.0, 10.0) == 6.0
     assert reconnect_delay(3600.0, 1.0, 10.0) == 10.0
+
+
+def test_both_processes_can_be_told_where_to_listen_from_the_environment(tmp_path: Path) -> None:
+    """A container's probes come from outside it: its config may bind loopback, the
+    environment says otherwise."""
+    raw = {"ingest": {"host": "127.0.0.1"}, "worker": {"host": "127.0.0.1"}}
+    pod = "192.0.2.10"  # the pod's address (a documentation range: nothing is sent there)
+    env = {"HH_INGEST_HOST": pod, "HH_WORKER_HOST": pod, "HH_WORKER_PORT": "9091"}
+    settings = parse_settings(raw, tmp_path, env=env)
+    assert (settings.ingest.host, settings.worker.host, settings.worker.port) == (pod, pod, 9091)
