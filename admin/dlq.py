@@ -1,10 +1,10 @@
 """Dead letters (hh.callbacks.dead): list, show, redrive, purge.
 
 Reading a queue without taking messages off it: each message is fetched unacknowledged and
-handed back when the channel closes. A redriven message is published again where it was first
-sent (an alert to hh.callbacks, a registration to hh.orders.register), with confirm, before its
-dead copy is acked, so nothing is lost; the worker's dedup keeps a message that was in fact
-processed from having a second effect.
+handed back when the channel closes. A redriven message is published again to the queue it was
+taken from (an alert to hh.callbacks.process, a registration to hh.orders.register), with
+confirm, before its dead copy is acked, so nothing is lost; the worker's dedup keeps a message
+that was in fact processed from having a second effect.
 """
 
 from __future__ import annotations
@@ -20,14 +20,12 @@ from aio_pika.abc import AbstractIncomingMessage
 from shared.broker import Broker
 from shared.topology import (
     ATTEMPTS_HEADER,
-    CALLBACKS_EXCHANGE,
     DEAD_AT_HEADER,
     DEAD_QUEUE,
-    EXCHANGE_HEADER,
+    ORIGIN_HEADER,
+    PROCESS_QUEUE,
     REASON_HEADER,
     REDRIVEN_AT_HEADER,
-    RETRY_ROUTING_KEY,
-    ROUTING_KEY_HEADER,
 )
 
 
@@ -37,16 +35,14 @@ class DeadLetter:
     reason: str
     dead_at: str
     attempts: int
-    exchange: str  # where it was first sent ("" is the default exchange)
-    routing_key: str
+    queue: str  # the queue it was taken from, and goes back to
     correlation_id: str
     body: bytes
 
     def summary(self, now: float) -> dict[str, Any]:
         return {"id": self.message_id, "reason": self.reason, "dead_at": self.dead_at,
                 "age_s": _age(self.dead_at, now), "attempts": self.attempts,
-                "exchange": self.exchange, "routing_key": self.routing_key,
-                "correlation_id": self.correlation_id}
+                "queue": self.queue, "correlation_id": self.correlation_id}
 
 
 def _age(dead_at: str, now: float) -> float | None:
@@ -56,29 +52,25 @@ def _age(dead_at: str, now: float) -> float | None:
         return None
 
 
-def origin(headers: Mapping[str, Any]) -> tuple[str, str]:
-    """Where a dead letter was first sent: as the worker recorded it, else as the broker did
-    (x-death, for a message it dead-lettered itself at the delivery limit), else an alert's
-    way back into the work queue (letters from before the origin was recorded)."""
-    if EXCHANGE_HEADER in headers:
-        return str(headers[EXCHANGE_HEADER]), str(headers.get(ROUTING_KEY_HEADER, ""))
+def origin(headers: Mapping[str, Any]) -> str:
+    """The queue a dead letter was taken from: as the worker recorded it, else as the broker
+    did (x-death, for a message it dead-lettered itself at the delivery limit; the newest
+    death comes first), else the alerts' queue (letters from before the origin was recorded)."""
+    if ORIGIN_HEADER in headers:
+        return str(headers[ORIGIN_HEADER])
     deaths = headers.get("x-death")
     if isinstance(deaths, list) and deaths and isinstance(deaths[0], Mapping):
-        # The newest death comes first: how the message reached the queue it died in.
-        keys = deaths[0].get("routing-keys") or [""]
-        return str(deaths[0].get("exchange", "")), str(keys[0])
-    return CALLBACKS_EXCHANGE, RETRY_ROUTING_KEY
+        return str(deaths[0].get("queue") or PROCESS_QUEUE)
+    return PROCESS_QUEUE
 
 
 def _letter(message: AbstractIncomingMessage) -> DeadLetter:
     headers = message.headers or {}
-    exchange, routing_key = origin(headers)
     return DeadLetter(
         message_id=message.message_id or "", reason=str(headers.get(REASON_HEADER, "")),
         dead_at=str(headers.get(DEAD_AT_HEADER, "")),
         attempts=int(str(headers.get(ATTEMPTS_HEADER, 0) or 0)),
-        exchange=exchange, routing_key=routing_key,
-        correlation_id=message.correlation_id or "", body=message.body)
+        queue=origin(headers), correlation_id=message.correlation_id or "", body=message.body)
 
 
 Visit = Callable[[AbstractIncomingMessage, "DeadLetter"], Awaitable[None]]
@@ -122,8 +114,8 @@ async def redrive(
             return
         # Our x-hh-* headers (attempts, reason) and the broker's x-death start afresh.
         headers = {k: v for k, v in (message.headers or {}).items()
-                   if not k.startswith("x-hh-") and k != "x-death"}
-        await broker.publish(letter.exchange, letter.routing_key, message.body,
+                   if not k.startswith("x-hh-") and k not in ("x-death", ORIGIN_HEADER)}
+        await broker.publish("", letter.queue, message.body,
                              correlation_id=letter.correlation_id,
                              headers={**headers, REDRIVEN_AT_HEADER: time.time()})
         await message.ack()  # only after the confirm of the copy

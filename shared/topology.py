@@ -12,7 +12,9 @@ CALLBACKS_EXCHANGE = "hh.callbacks"
 PROCESS_QUEUE = "hh.callbacks.process"
 DEAD_EXCHANGE = "hh.callbacks.dlx"
 RETRY_EXCHANGE = "hh.callbacks.retry"
-RETRY_ROUTING_KEY = "callback.retry"  # how a delayed message re-enters hh.callbacks.process
+# A delayed retry goes back to the queue it was taken from, whichever it was (alerts,
+# registrations, checks): its origin queue is a header, and this headers exchange routes on it.
+RETURN_EXCHANGE = "hh.retry.return"
 DEAD_QUEUE = "hh.callbacks.dead"
 ORDERS_EXCHANGE = "hh.orders"
 REGISTER_QUEUE = "hh.orders.register"
@@ -25,11 +27,12 @@ IDEMPOTENCY_HEADER = "x-idempotency-key"
 # Our headers on messages that are retried or dead-lettered (what an operator reads and what
 # a redrive needs: where the message was first sent).
 ATTEMPT_HEADER = "x-hh-attempt"
+# The queue a retried or dead-lettered message was taken from. Not `x-`: a headers exchange
+# ignores x- headers when it matches.
+ORIGIN_HEADER = "hh-queue"
 REASON_HEADER = "x-hh-reason"
 DEAD_AT_HEADER = "x-hh-dead-at"
 ATTEMPTS_HEADER = "x-hh-attempts"
-EXCHANGE_HEADER = "x-hh-exchange"
-ROUTING_KEY_HEADER = "x-hh-routing-key"
 REDRIVEN_AT_HEADER = "x-hh-redriven-at"
 
 
@@ -43,7 +46,8 @@ class ExchangeSpec:
 class QueueSpec:
     name: str
     arguments: dict[str, Any] = field(default_factory=dict)
-    bindings: tuple[tuple[str, str], ...] = ()  # (exchange, routing key)
+    # (exchange, routing key, binding arguments: a headers exchange matches on these)
+    bindings: tuple[tuple[str, str, dict[str, Any]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,12 @@ class Topology:
 
 
 def retry_queue(delay_s: int) -> str:
-    return f"hh.callbacks.retry.{delay_s}s"
+    return f"hh.retry.{delay_s}s"
+
+
+def returns_to(queue: str) -> tuple[str, str, dict[str, Any]]:
+    """The binding that brings a delayed retry back to `queue`."""
+    return (RETURN_EXCHANGE, "", {"x-match": "all", ORIGIN_HEADER: queue})
 
 
 def wait_queue(delay_s: float) -> str:
@@ -65,15 +74,15 @@ def contract_topology(delivery_limit: int, retry_delays_s: tuple[int, ...] = (),
                       check_delays_s: tuple[float, ...] = ()) -> Topology:
     quorum = {"x-queue-type": "quorum"}
     expire = {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
-    # A retry queue holds a message for its fixed TTL, then dead-letters it back to the work
-    # queue (no delayed-message plugin). At-least-once dead-lettering needs reject-publish.
+    # A retry queue holds a message for its fixed TTL, then dead-letters it back to the queue
+    # it came from (no delayed-message plugin). At-least-once dead-lettering needs
+    # reject-publish.
     retries = tuple(
         QueueSpec(
             retry_queue(delay),
             {**quorum, **expire, "x-message-ttl": delay * 1000,
-             "x-dead-letter-exchange": CALLBACKS_EXCHANGE,
-             "x-dead-letter-routing-key": RETRY_ROUTING_KEY},
-            ((RETRY_EXCHANGE, retry_queue(delay)),),
+             "x-dead-letter-exchange": RETURN_EXCHANGE},
+            ((RETRY_EXCHANGE, retry_queue(delay), {}),),
         )
         for delay in retry_delays_s
     )
@@ -84,7 +93,7 @@ def contract_topology(delivery_limit: int, retry_delays_s: tuple[int, ...] = (),
             wait_queue(delay),
             {**quorum, **expire, "x-message-ttl": round(delay * 1000),
              "x-dead-letter-exchange": "", "x-dead-letter-routing-key": DUE_QUEUE},
-            ((CHECKS_EXCHANGE, wait_queue(delay)),),
+            ((CHECKS_EXCHANGE, wait_queue(delay), {}),),
         )
         for delay in sorted(set(check_delays_s))
     )
@@ -95,6 +104,7 @@ def contract_topology(delivery_limit: int, retry_delays_s: tuple[int, ...] = (),
             ExchangeSpec(DEAD_EXCHANGE, aio_pika.ExchangeType.FANOUT),
             ExchangeSpec(RETRY_EXCHANGE, aio_pika.ExchangeType.DIRECT),
             ExchangeSpec(CHECKS_EXCHANGE, aio_pika.ExchangeType.DIRECT),
+            ExchangeSpec(RETURN_EXCHANGE, aio_pika.ExchangeType.HEADERS),
         ),
         queues=(
             QueueSpec(
@@ -103,18 +113,20 @@ def contract_topology(delivery_limit: int, retry_delays_s: tuple[int, ...] = (),
                 # what exceeds it to the dead letters rather than dropping it.
                 {**quorum, "x-delivery-limit": delivery_limit,
                  "x-dead-letter-exchange": DEAD_EXCHANGE},
-                ((CALLBACKS_EXCHANGE, "callback.#"),),
+                ((CALLBACKS_EXCHANGE, "callback.#", {}), returns_to(PROCESS_QUEUE)),
             ),
-            QueueSpec(DEAD_QUEUE, dict(quorum), ((DEAD_EXCHANGE, ""),)),
+            QueueSpec(DEAD_QUEUE, dict(quorum), ((DEAD_EXCHANGE, "", {}),)),
             QueueSpec(
                 REGISTER_QUEUE,
                 {**quorum, "x-delivery-limit": delivery_limit,
                  "x-dead-letter-exchange": DEAD_EXCHANGE},
+                (returns_to(REGISTER_QUEUE),),
             ),
             QueueSpec(
                 DUE_QUEUE,
                 {**quorum, "x-delivery-limit": delivery_limit,
                  "x-dead-letter-exchange": DEAD_EXCHANGE},
+                (returns_to(DUE_QUEUE),),
             ),
             *retries,
             *waits,
@@ -138,8 +150,8 @@ async def declare(channel: aio_pika.abc.AbstractChannel, topology: Topology) -> 
     queues = {}
     for spec in topology.queues:
         queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
-        for exchange, key in spec.bindings:
-            await queue.bind(exchanges[exchange], routing_key=key)
+        for exchange, key, arguments in spec.bindings:
+            await queue.bind(exchanges[exchange], routing_key=key, arguments=arguments or None)
         queues[spec.name] = queue
     return Declared(exchanges, queues)
 

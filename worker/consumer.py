@@ -21,10 +21,12 @@ from shared.topology import (
     ATTEMPTS_HEADER,
     DEAD_AT_HEADER,
     DEAD_EXCHANGE,
-    EXCHANGE_HEADER,
+    DUE_QUEUE,
+    ORIGIN_HEADER,
+    PROCESS_QUEUE,
     REASON_HEADER,
+    REGISTER_QUEUE,
     RETRY_EXCHANGE,
-    ROUTING_KEY_HEADER,
     retry_queue,
 )
 from worker.checks import Check, InvalidCheck
@@ -54,13 +56,13 @@ class Consumer:
         self.in_flight: set[asyncio.Task[None]] = set()
 
     async def on_alert(self, message: AbstractIncomingMessage) -> None:
-        await self._handle(message, self._process_alert)
+        await self._handle(message, self._process_alert, PROCESS_QUEUE)
 
     async def on_registration(self, message: AbstractIncomingMessage) -> None:
-        await self._handle(message, self._process_registration)
+        await self._handle(message, self._process_registration, REGISTER_QUEUE)
 
     async def on_check(self, message: AbstractIncomingMessage) -> None:
-        await self._handle(message, self._process_check)
+        await self._handle(message, self._process_check, DUE_QUEUE)
 
     async def _process_check(self, message: AbstractIncomingMessage) -> None:
         try:
@@ -98,8 +100,10 @@ class Consumer:
 
     async def _handle(
         self, message: AbstractIncomingMessage,
-        work: Callable[[AbstractIncomingMessage], Awaitable[None]],
+        work: Callable[[AbstractIncomingMessage], Awaitable[None]], queue: str,
     ) -> None:
+        """Run `work`; ack on success. A failure that may pass waits in a retry queue and
+        comes back to `queue`; one that cannot goes to the dead letters, `queue` recorded."""
         task = asyncio.current_task()
         assert task is not None
         self.in_flight.add(task)
@@ -109,7 +113,7 @@ class Consumer:
                 await self._with_quick_retries(work, message)
             except PermanentFailure as exc:
                 self.processor.metrics.failures.labels("permanent").inc()
-                await self._dead_letter(message, str(exc), attempt)
+                await self._dead_letter(message, queue, str(exc), attempt)
                 return
             except Exception as exc:  # noqa: BLE001 - any other failure may pass: retry later
                 self.processor.metrics.failures.labels("transient").inc()
@@ -117,10 +121,10 @@ class Consumer:
                             correlation_id=message.correlation_id)
                 if attempt >= self.settings.max_attempts:
                     await self._dead_letter(
-                        message, f"exhausted {attempt} attempts: {type(exc).__name__}", attempt
-                    )
+                        message, queue, f"exhausted {attempt} attempts: {type(exc).__name__}",
+                        attempt)
                 else:
-                    await self._retry_later(message, attempt)
+                    await self._retry_later(message, queue, attempt)
                 return
             await _settle(message.ack())
         finally:
@@ -160,23 +164,22 @@ class Consumer:
             return
         await _settle(message.ack())
 
-    async def _retry_later(self, message: AbstractIncomingMessage, attempt: int) -> None:
+    async def _retry_later(self, message: AbstractIncomingMessage, queue: str,
+                           attempt: int) -> None:
         delay = retry_delay(attempt, self.settings.retry_delays_s)
-        await self._forward(message, RETRY_EXCHANGE, retry_queue(delay), {ATTEMPT_HEADER: attempt})
+        await self._forward(message, RETRY_EXCHANGE, retry_queue(delay),
+                            {ATTEMPT_HEADER: attempt, ORIGIN_HEADER: queue})
 
     async def _dead_letter(
-        self, message: AbstractIncomingMessage, reason: str, attempt: int
+        self, message: AbstractIncomingMessage, queue: str, reason: str, attempt: int
     ) -> None:
         log.error("message_dead_lettered", reason=reason, attempts=attempt,
-                  correlation_id=message.correlation_id, queue=message.routing_key)
+                  correlation_id=message.correlation_id, queue=queue)
         await self._forward(message, DEAD_EXCHANGE, "", {
             REASON_HEADER: reason[:500],
             DEAD_AT_HEADER: utc(time.time()).isoformat(),
             ATTEMPTS_HEADER: attempt,
-            # Where it was sent, so a redrive sends it there again (a registration to its
-            # queue, an alert to hh.callbacks).
-            EXCHANGE_HEADER: message.exchange or "",
-            ROUTING_KEY_HEADER: message.routing_key or "",
+            ORIGIN_HEADER: queue,  # a redrive sends it back there
         })
 
 

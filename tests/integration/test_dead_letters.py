@@ -101,7 +101,7 @@ async def test_dead_registration_is_redriven_to_its_own_queue(
         await publish_registration(worker.broker, Registration(
             PROJECT_ID, "reg-dead", "p2p", "payin", 100, "RUB"))
         [letter] = await letters(worker, 1)
-        assert (letter.exchange, letter.routing_key) == ("", REGISTER_QUEUE)
+        assert letter.queue == REGISTER_QUEUE
         assert "exhausted 1 attempts" in letter.reason
 
         worker.store.register = healthy  # type: ignore[method-assign]  # the fix
@@ -118,13 +118,47 @@ async def test_dead_registration_is_redriven_to_its_own_queue(
 
 
 def test_origin_of_a_dead_letter() -> None:
-    recorded = {"x-hh-exchange": "", "x-hh-routing-key": REGISTER_QUEUE}
-    assert dlq.origin(recorded) == ("", REGISTER_QUEUE)
+    assert dlq.origin({"hh-queue": REGISTER_QUEUE}) == REGISTER_QUEUE
     # Dead-lettered by the broker itself at the delivery limit: x-death, newest first.
     by_broker = {"x-death": [
         {"queue": PROCESS_QUEUE, "exchange": CALLBACKS_EXCHANGE, "routing-keys": ["callback.x"],
          "reason": "delivery_limit"},
-        {"queue": "hh.callbacks.retry.1s", "exchange": "hh.callbacks.retry",
-         "routing-keys": ["hh.callbacks.retry.1s"], "reason": "expired"}]}
-    assert dlq.origin(by_broker) == (CALLBACKS_EXCHANGE, "callback.x")
-    assert dlq.origin({}) == (CALLBACKS_EXCHANGE, "callback.retry")  # an older letter
+        {"queue": "hh.retry.1s", "exchange": "hh.callbacks.retry",
+         "routing-keys": ["hh.retry.1s"], "reason": "expired"}]}
+    assert dlq.origin(by_broker) == PROCESS_QUEUE
+    assert dlq.origin({}) == PROCESS_QUEUE  # an older letter: alerts were all there was
+
+
+async def test_a_registration_retried_later_comes_back_to_its_own_queue(
+    make_settings: Callable[..., Any], amqp: aio_pika.abc.AbstractChannel,
+) -> None:
+    """A failure that may pass sends the message to a retry queue; when it comes back it goes
+    to the queue it was taken from (it used to come back to the alert queue, where a
+    registration fails as an invalid envelope and dies)."""
+    settings = make_settings(worker={"quick_retries_s": [], "retry_delays_s": [1],
+                                     "max_attempts": 3})
+    worker = Worker(settings)
+    await worker.start(http=False)
+    try:
+        healthy, calls = worker.store.register, []
+
+        async def fails_once(doc: dict[str, Any]) -> bool:
+            calls.append(doc["_id"])
+            if len(calls) == 1:
+                raise ConnectionError("simulated store outage")
+            return await healthy(doc)
+
+        worker.store.register = fails_once  # type: ignore[method-assign]
+        await publish_registration(worker.broker, Registration(
+            PROJECT_ID, "reg-later", "p2p", "payin", 100, "RUB"))
+
+        async def registered() -> bool:
+            key = f"{PROJECT_ID}:reg-later"
+            return await worker.store.c.registrations.find_one({"_id": key}) is not None
+        await wait_until(registered, 20, "the retried registration recorded")
+        assert len(calls) == 2
+        assert await dlq.list_letters(worker.broker) == []
+        assert worker.metrics.failures.labels("permanent")._value.get() == 0
+    finally:
+        await worker.mongo_client.drop_database(settings.mongo.database)
+        await worker.stop()

@@ -82,3 +82,15 @@ def test_a_check_round_trips_and_refuses_what_is_not_one() -> None:
         with pytest.raises(InvalidCheck):
             Check.from_bytes(bad)
 
+
+
+def test_a_delayed_retry_returns_to_the_queue_it_came_from() -> None:
+    from shared.topology import ORIGIN_HEADER, PROCESS_QUEUE, REGISTER_QUEUE, RETURN_EXCHANGE
+
+    topology = contract_topology(20, (1, 5))
+    bound = {q.name: [b for b in q.bindings if b[0] == RETURN_EXCHANGE] for q in topology.queues}
+    for queue in (PROCESS_QUEUE, REGISTER_QUEUE, DUE_QUEUE):
+        [(_, _, arguments)] = bound[queue]
+        assert arguments == {"x-match": "all", ORIGIN_HEADER: queue}
+    # A headers exchange ignores x- headers when matching: every queue would match.
+    assert not ORIGIN_HEADER.startswith("x-")
