@@ -128,12 +128,17 @@ class Retention:
     async def _anomalies(self, now: float) -> None:
         """An anomaly only ever follows a final status: its order is settled."""
         cutoff = self._cutoff(self.settings.anomalies_days, now)
-        ids, markers = [], []
+        ids: list[str] = []
+        markers: list[str] = []
         async for record in self.c.anomalies.find({"recorded_at": {"$lt": cutoff}},
                                                   projection={"_id": 1, "event.event_id": 1},
                                                   batch_size=BATCH):
             ids.append(record["_id"])
             markers.append(record["event"]["event_id"])
+            if len(ids) >= BATCH:  # a page at a time: memory stays bounded
+                await self._delete(self.c.anomalies, ids)
+                await self._delete(self.c.published, markers)
+                ids, markers = [], []
         await self._delete(self.c.anomalies, ids)
         await self._delete(self.c.published, markers)
 
