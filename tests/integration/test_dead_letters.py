@@ -16,7 +16,13 @@ from shared.broker import PublishFailed
 from shared.mongo import Collections
 from shared.registrar import publish_registration
 from shared.registration import Registration
-from shared.topology import CALLBACKS_EXCHANGE, ORDERS_EXCHANGE, PROCESS_QUEUE, REGISTER_QUEUE
+from shared.topology import (
+    CALLBACKS_EXCHANGE,
+    DUE_QUEUE,
+    ORDERS_EXCHANGE,
+    PROCESS_QUEUE,
+    REGISTER_QUEUE,
+)
 from tests.conftest import EventTap, wait_until
 from tests.integration.test_pipeline import post
 from tests.keys import PROJECT_ID, alert_body
@@ -162,3 +168,12 @@ async def test_a_registration_retried_later_comes_back_to_its_own_queue(
     finally:
         await worker.mongo_client.drop_database(settings.mongo.database)
         await worker.stop()
+
+
+async def test_a_message_in_the_due_queue_that_is_no_check_is_dead_lettered(
+    worker: Worker, amqp: aio_pika.abc.AbstractChannel,
+) -> None:
+    await amqp.default_exchange.publish(aio_pika.Message(b'{"order_id": 1}'), DUE_QUEUE)
+    [letter] = await letters(worker, 1)
+    assert (letter.reason, letter.queue, letter.attempts) == (
+        "invalid: not a check", DUE_QUEUE, 1)
