@@ -16,10 +16,12 @@ from ingest.network import SourcePolicy
 from shared.broker import Broker, PublishFailed
 from shared.envelope import AlertEnvelope
 from shared.metrics import metrics_handler, process_registry
+from shared.queue_watch import QueueWatch
 from shared.settings import ProjectSettings, Settings, SettingsError, load_settings
 from shared.topology import (
     CALLBACKS_EXCHANGE,
     IDEMPOTENCY_HEADER,
+    WATCHED_QUEUES,
     callback_routing_key,
 )
 from shared.wire import CALLBACK_PATHS
@@ -84,6 +86,7 @@ KEYS = web.AppKey("keys", KeyRing)
 BROKER = web.AppKey("broker", Broker)
 METRICS = web.AppKey("metrics", IngestMetrics)
 SOURCES = web.AppKey("sources", SourcePolicy)
+WATCH = web.AppKey("queue_watch", QueueWatch)
 
 
 def _json(http_status: int, /, **fields: str) -> web.Response:
@@ -210,10 +213,23 @@ async def readyz(request: web.Request) -> web.Response:
 async def _broker_ctx(app: web.Application) -> AsyncIterator[None]:
     # Start serving at once: until the broker answers, /readyz and alerts say 503.
     connecting = app[LIFECYCLE].connecting = asyncio.create_task(app[BROKER].connect_forever())
+    watching = asyncio.create_task(_watch_queues(app[WATCH], connecting))
     yield
-    connecting.cancel()
-    await asyncio.gather(connecting, return_exceptions=True)
+    for task in (watching, connecting):
+        task.cancel()
+    await asyncio.gather(watching, connecting, return_exceptions=True)
+    await app[WATCH].close()
     await app[BROKER].close()
+
+
+async def _watch_queues(watch: QueueWatch, connecting: asyncio.Task[None]) -> None:
+    """The queues' gauges, once connected: the ingest exports the work queue's depth and
+    consumers too, so that an alert still fires when no worker runs at all."""
+    try:
+        await asyncio.shield(connecting)
+    except Exception:  # noqa: BLE001 - the process reports a failed connection itself
+        return
+    await watch.run()
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -225,6 +241,8 @@ def create_app(settings: Settings) -> web.Application:
     app[SOURCES] = SourcePolicy.parse(settings.ingest.allowed_networks,
                                       settings.ingest.trusted_proxies)
     app[BROKER] = Broker.for_settings(settings)
+    app[WATCH] = QueueWatch(app[BROKER], app[METRICS].registry, WATCHED_QUEUES,
+                            settings.amqp.queue_watch_interval_s)
     app.cleanup_ctx.append(_broker_ctx)
     for route, path in CALLBACK_PATHS.items():
         app.router.add_post(path, alert_handler(route))

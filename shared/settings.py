@@ -34,9 +34,11 @@ class AmqpSettings:
     prefetch: int = 64
     delivery_limit: int = 20
     # After the broker is lost, the first reconnection attempts come this often; the pause
-    # grows with the outage (half its length so far) up to reconnect_max_interval_s.
+    # grows with the outage (a tenth of its length so far) up to reconnect_max_interval_s.
     reconnect_interval_s: float = 1.0
     reconnect_max_interval_s: float = 10.0
+    # How often each process reads the depth and consumers of the queues (passive declare).
+    queue_watch_interval_s: float = 15.0
 
 
 @dataclass(frozen=True)

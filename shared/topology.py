@@ -22,6 +22,8 @@ REGISTER_QUEUE = "hh.orders.register"
 # dead-lettered into the due queue that the workers consume.
 CHECKS_EXCHANGE = "hh.orders.checks"
 DUE_QUEUE = "hh.orders.checks.due"
+# The queues whose depth every process exports (shared.queue_watch): the work, the dead letters.
+WATCHED_QUEUES = (PROCESS_QUEUE, REGISTER_QUEUE, DUE_QUEUE, DEAD_QUEUE)
 
 IDEMPOTENCY_HEADER = "x-idempotency-key"
 # Our headers on messages that are retried or dead-lettered (what an operator reads and what

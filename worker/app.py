@@ -17,10 +17,11 @@ from pymongo import AsyncMongoClient
 from shared import mongo
 from shared.broker import Broker
 from shared.metrics import metrics_handler
+from shared.queue_watch import QueueWatch
 from shared.settings import Settings
-from shared.topology import DUE_QUEUE, PROCESS_QUEUE, REGISTER_QUEUE
+from shared.topology import DUE_QUEUE, PROCESS_QUEUE, REGISTER_QUEUE, WATCHED_QUEUES
 from worker import parts
-from worker.consumer import Consumer
+from worker.consumer import BACKLOG_QUEUES, Consumer
 from worker.retention import Retention, ttl_seconds
 
 log = structlog.get_logger("worker")
@@ -43,7 +44,10 @@ class Worker:
         built = parts.build(settings, self.mongo_client, self.broker, self._http_session)
         self.metrics, self.store, self.processor = built.metrics, built.store, built.processor
         self.poller = built.poller
-        self.consumer = Consumer(self.broker, self.processor, self.poller, settings.worker)
+        self.watch = QueueWatch(self.broker, self.metrics.registry, WATCHED_QUEUES,
+                                settings.amqp.queue_watch_interval_s, consumed=BACKLOG_QUEUES)
+        self.consumer = Consumer(self.broker, self.processor, self.poller, settings.worker,
+                                 self.watch)
         self._tasks: list[asyncio.Task[None]] = []
         self._consumer_tags: list[tuple[object, str]] = []
         self._runner: web.AppRunner | None = None
@@ -75,7 +79,9 @@ class Worker:
             tag = await queue.consume(callback)
             self._consumer_tags.append((queue, tag))
         self._tasks.append(asyncio.create_task(self._maintenance_loop()))
+        self._tasks.append(asyncio.create_task(self.watch.run()))
         self.consuming = True
+        self.metrics.consuming.set(1)
         log.info("worker_started", prefetch=self.settings.amqp.prefetch)
 
     async def _wait_for_mongo(self) -> None:
@@ -117,6 +123,7 @@ class Worker:
     async def stop(self) -> None:
         """Stop consuming, let in-flight messages finish, then close everything."""
         self.draining = True
+        self.metrics.consuming.set(0)
         for queue, tag in self._consumer_tags:
             with contextlib.suppress(Exception):
                 await queue.cancel(tag)  # type: ignore[attr-defined]
@@ -129,6 +136,7 @@ class Worker:
             if stuck:
                 log.warning("worker_tasks_not_stopped", tasks=len(stuck))
         # Each step is bounded: a stop must end even if a peer stops answering mid-close.
+        await _bounded("queue_watch_close", self.watch.close())
         await _bounded("http_session_close", self._http_session.close())
         await _bounded("broker_close", self.broker.close())
         await _bounded("mongo_close", self.mongo_client.close())

@@ -14,6 +14,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from shared.alert import InvalidAlert
 from shared.broker import Broker, PublishFailed
 from shared.envelope import AlertEnvelope, InvalidEnvelope
+from shared.queue_watch import QueueWatch
 from shared.registration import parse_registration
 from shared.settings import WorkerSettings
 from shared.topology import (
@@ -35,6 +36,9 @@ from worker.processor import Processor
 from worker.records import utc
 
 log = structlog.get_logger("worker.consumer")
+# Queues whose messages are due when published (checks wait in delay queues first, so their
+# publish time says nothing about a backlog).
+BACKLOG_QUEUES = (PROCESS_QUEUE, REGISTER_QUEUE)
 
 
 class PermanentFailure(Exception):
@@ -48,8 +52,9 @@ def retry_delay(attempt: int, delays: tuple[int, ...]) -> int:
 
 class Consumer:
     def __init__(self, broker: Broker, processor: Processor, poller: Poller,
-                 settings: WorkerSettings) -> None:
+                 settings: WorkerSettings, watch: QueueWatch) -> None:
         self.broker = broker
+        self.watch = watch
         self.processor = processor
         self.poller = poller
         self.settings = settings
@@ -107,6 +112,7 @@ class Consumer:
         task = asyncio.current_task()
         assert task is not None
         self.in_flight.add(task)
+        self._taken(message, queue)
         attempt = _attempts_so_far(message) + 1
         try:
             try:
@@ -181,6 +187,14 @@ class Consumer:
             ATTEMPTS_HEADER: attempt,
             ORIGIN_HEADER: queue,  # a redrive sends it back there
         })
+
+
+    def _taken(self, message: AbstractIncomingMessage, queue: str) -> None:
+        if queue not in BACKLOG_QUEUES or message.timestamp is None:
+            return
+        published_at = message.timestamp.timestamp()
+        self.processor.metrics.waited.labels(queue).observe(max(0.0, time.time() - published_at))
+        self.watch.taken(queue, published_at)
 
 
 async def _settle(action: Awaitable[None]) -> None:

@@ -145,6 +145,7 @@ class Processor:
             # No downstream queue is bound for this key: nobody to tell, nothing to retry.
             log.warning("event_unrouted", routing_key=record["routing_key"],
                         event_id=event["event_id"])
+            self.metrics.unroutable.labels(record["routing_key"]).inc()
         self.metrics.events.labels(record["routing_key"]).inc()
         await self.store.mark_published(record)
 

@@ -58,3 +58,18 @@ def test_both_processes_can_be_told_where_to_listen_from_the_environment(tmp_pat
     env = {"HH_INGEST_HOST": pod, "HH_WORKER_HOST": pod, "HH_WORKER_PORT": "9091"}
     settings = parse_settings(raw, tmp_path, env=env)
     assert (settings.ingest.host, settings.worker.host, settings.worker.port) == (pod, pod, 9091)
+
+
+def test_oldest_waiting_message_age_is_estimated_from_the_last_one_taken() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from shared.queue_watch import QueueWatch
+
+    watch = QueueWatch(None, CollectorRegistry(), ["q"], 15, consumed=["q"])  # type: ignore[arg-type]
+    assert watch._age("q", 5, now=1000.0) == 0.0  # first sight of a backlog, nothing taken
+    assert watch._age("q", 5, now=1030.0) == 30.0  # still nothing taken: it grows
+    watch.taken("q", published_at=1020.0)
+    assert watch._age("q", 5, now=1100.0) == 80.0  # nothing taken since: it keeps growing
+    watch.taken("q", published_at=1090.0)
+    assert watch._age("q", 2, now=1100.0) == 10.0
+    assert watch._age("q", 0, now=1100.0) == 0.0  # nothing waits
