@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-unit soak bench services services-stop lint venv sample-alert demo
+.PHONY: run test test-unit test-deploy image soak bench services services-stop lint venv sample-alert demo
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,12 @@ test: venv services
 
 test-unit: venv  # no services needed: seconds
 	$(BIN)/pytest tests/unit
+
+image:  # the container image, built with buildah (deploy/image.sh installs what it needs)
+	deploy/image.sh build
+
+test-deploy: venv services image  # the image run as containers, the Helm chart, alert rules
+	$(BIN)/pytest -m deploy tests/deploy
 
 soak: venv services
 	$(BIN)/pytest -m soak -s
