@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-unit test-deploy image soak bench services services-stop lint venv sample-alert demo
+.PHONY: run test test-unit test-deploy deploy-tools image soak bench services services-stop lint venv sample-alert demo
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,10 @@ test-unit: venv  # no services needed: seconds
 image:  # the container image, built with buildah (deploy/image.sh installs what it needs)
 	deploy/image.sh build
 
-test-deploy: venv services image  # the image run as containers, the Helm chart, alert rules
+deploy-tools:  # podman, buildah, promtool, podman-compose, helm (pinned): installed once
+	deploy/tools.sh all
+
+test-deploy: venv services deploy-tools image  # the image as containers, Helm chart, alerts
 	$(BIN)/pytest -m deploy tests/deploy
 
 soak: venv services

@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Build the hh-callbacks image here with buildah, and run containers with podman.
-#   deploy/image.sh tools    install podman, buildah, runc, catatonit, debootstrap (once)
 #   deploy/image.sh base     make the local base image from Debian's packages (once)
-#   deploy/image.sh build    build the image (default; does the two above first)
+#   deploy/image.sh build    build the image (default; makes the base first)
 #   deploy/image.sh env      print the environment podman needs (eval it)
 # No public image can be pulled on these machines, so the Dockerfile's conventional base
 # (python:3.11-slim) is replaced by a local one, made with debootstrap from the apt source the
@@ -18,18 +17,6 @@ IMAGE=${HH_IMAGE:-localhost/hh-callbacks:dev}
 log() { printf '[image] %s\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi; }
 
-tools() {
-  local missing=()
-  for tool in podman buildah runc catatonit debootstrap; do
-    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
-  done
-  [ ${#missing[@]} -eq 0 ] && return
-  log "installing ${missing[*]} from Debian"
-  as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq podman buildah runc catatonit \
-    debootstrap uidmap >/dev/null
-}
-
 # The first deb URI and suite of the machine's own apt sources (deb822 or one-line format).
 debian_mirror() {
   local uri
@@ -41,7 +28,7 @@ debian_mirror() {
 }
 
 base() {
-  tools
+  "$HERE/tools.sh" containers
   if podman image exists "$BASE"; then log "base $BASE exists"; return; fi
   local root mirror started
   root=$(mktemp -d) mirror=$(debian_mirror) started=$(date +%s)
@@ -74,9 +61,8 @@ build() {
 }
 
 case "${1:-build}" in
-  tools) tools ;;
   base) base ;;
   build) build ;;
   env) printf 'export CONTAINERS_CONF=%q\n' "$CONTAINERS_CONF" ;;
-  *) echo "usage: $0 [tools|base|build|env]" >&2; exit 2 ;;
+  *) echo "usage: $0 [base|build|env]" >&2; exit 2 ;;
 esac

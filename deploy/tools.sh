@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Install (once) the tools the deploy tests use, each pinned; print nothing when all are there.
+#   deploy/tools.sh containers   podman, buildah, runc, catatonit, debootstrap (Debian)
+#   deploy/tools.sh promtool     promtool, from Debian's prometheus package
+#   deploy/tools.sh compose      podman-compose (Debian)
+#   deploy/tools.sh helm         helm, built from the Go module proxy at $HELM_VERSION
+#   deploy/tools.sh all          every one of them (default)
+#   deploy/tools.sh helm-path    print the helm binary's path
+set -euo pipefail
+
+TOOLS=${HH_TOOLS_DIR:-$HOME/.local/hh-tools}
+HELM_VERSION=v3.22.0
+HELM_BIN=$TOOLS/bin/helm-$HELM_VERSION
+
+log() { printf '[tools] %s\n' "$*" >&2; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi; }
+
+debian() { # command-that-must-exist package...
+  local command=$1; shift
+  command -v "$command" >/dev/null 2>&1 && return
+  log "installing $* from Debian"
+  as_root apt-get update -qq
+  # --no-install-recommends: prometheus alone, without its exporters and web assets.
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "$@" \
+    >/dev/null
+}
+
+containers() {
+  debian podman podman buildah runc catatonit uidmap
+  debian debootstrap debootstrap
+}
+
+promtool() {
+  debian promtool prometheus
+  # The package starts a Prometheus server where an init system lets it; we only want promtool.
+  as_root pkill -x prometheus 2>/dev/null || true
+}
+
+helm() {
+  [ -x "$HELM_BIN" ] && return
+  command -v go >/dev/null 2>&1 || { log "Go is needed to build helm $HELM_VERSION"; exit 1; }
+  log "building helm $HELM_VERSION from the Go module proxy (about a minute, once)"
+  local src build
+  src=$(cd /tmp && go mod download -json "helm.sh/helm/v3@$HELM_VERSION" \
+        | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  [ -d "$src" ] || { log "could not download helm $HELM_VERSION"; exit 1; }
+  build=$(mktemp -d)
+  cp -r "$src/." "$build" && chmod -R u+w "$build"
+  mkdir -p "$TOOLS/bin"
+  if ! (cd "$build" && GOTOOLCHAIN=local go build -trimpath -o "$HELM_BIN.tmp" \
+          -ldflags "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" ./cmd/helm); then
+    rm -rf "$build"; log "building helm $HELM_VERSION failed (the go output is above)"; exit 1
+  fi
+  mv "$HELM_BIN.tmp" "$HELM_BIN"
+  rm -rf "$build"
+}
+
+case "${1:-all}" in
+  containers) containers ;;
+  promtool) promtool ;;
+  compose) debian podman-compose podman-compose ;;
+  helm) helm ;;
+  helm-path) printf '%s\n' "$HELM_BIN" ;;
+  all) containers; promtool; debian podman-compose podman-compose; helm ;;
+  *) echo "usage: $0 [containers|promtool|compose|helm|all|helm-path]" >&2; exit 2 ;;
+esac
