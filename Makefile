@@ -28,7 +28,7 @@ test-unit: venv  # no services needed: seconds
 image:  # the container image, built with buildah (deploy/image.sh installs what it needs)
 	deploy/image.sh build
 
-deploy-tools:  # podman, buildah, promtool, podman-compose, helm (pinned): installed once
+deploy-tools:  # podman, buildah, promtool, helm (pinned): installed once
 	deploy/tools.sh all
 
 test-deploy: venv services deploy-tools image  # the image as containers, Helm chart, alerts

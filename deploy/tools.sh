@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Install (once) the tools the deploy tests use, each pinned; print nothing when all are there.
+# Install (once) the tools the deploy tests use; print nothing when all are there.
+# (podman-compose is pinned in the project's dev dependencies: Debian's 1.0.3 has no `config`.)
 #   deploy/tools.sh containers   podman, buildah, runc, catatonit, debootstrap (Debian)
 #   deploy/tools.sh promtool     promtool, from Debian's prometheus package
-#   deploy/tools.sh compose      podman-compose (Debian)
 #   deploy/tools.sh helm         helm, built from the Go module proxy at $HELM_VERSION
 #   deploy/tools.sh all          every one of them (default)
 #   deploy/tools.sh helm-path    print the helm binary's path
@@ -58,9 +58,8 @@ helm() {
 case "${1:-all}" in
   containers) containers ;;
   promtool) promtool ;;
-  compose) debian podman-compose podman-compose ;;
   helm) helm ;;
   helm-path) printf '%s\n' "$HELM_BIN" ;;
-  all) containers; promtool; debian podman-compose podman-compose; helm ;;
-  *) echo "usage: $0 [containers|promtool|compose|helm|all|helm-path]" >&2; exit 2 ;;
+  all) containers; promtool; helm ;;
+  *) echo "usage: $0 [containers|promtool|helm|all|helm-path]" >&2; exit 2 ;;
 esac
