@@ -44,9 +44,11 @@ $(BIN)/.bench-installed: $(BIN)/.installed
 bench: venv services $(BIN)/.bench-installed
 	$(BIN)/python -m bench $(ARGS)
 
-lint: venv
+lint: venv  # ruff, mypy --strict, and the AsyncAPI document by the AsyncAPI project's CLI
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	deploy/tools.sh asyncapi
+	SUPPRESS_NO_CONFIG_WARNING=1 $$(deploy/tools.sh asyncapi-path) validate docs/asyncapi.yaml
 
 run: venv services
 	deploy/run-local.sh

@@ -4,13 +4,18 @@
 #   deploy/tools.sh containers   podman, buildah, runc, catatonit, debootstrap (Debian)
 #   deploy/tools.sh promtool     promtool, from Debian's prometheus package
 #   deploy/tools.sh helm         helm, built from the Go module proxy at $HELM_VERSION
+#   deploy/tools.sh asyncapi     the AsyncAPI CLI, from the npm registry at $ASYNCAPI_VERSION
 #   deploy/tools.sh all          every one of them (default)
 #   deploy/tools.sh helm-path    print the helm binary's path
+#   deploy/tools.sh asyncapi-path  print the AsyncAPI CLI's path
 set -euo pipefail
 
 TOOLS=${HH_TOOLS_DIR:-$HOME/.local/hh-tools}
 HELM_VERSION=v3.22.0
 HELM_BIN=$TOOLS/bin/helm-$HELM_VERSION
+ASYNCAPI_VERSION=6.2.0
+ASYNCAPI_DIR=$TOOLS/asyncapi-cli-$ASYNCAPI_VERSION
+ASYNCAPI_BIN=$ASYNCAPI_DIR/node_modules/.bin/asyncapi
 
 log() { printf '[tools] %s\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi; }
@@ -55,11 +60,25 @@ helm() {
   rm -rf "$build"
 }
 
+asyncapi() {
+  [ -x "$ASYNCAPI_BIN" ] && return
+  command -v npm >/dev/null 2>&1 || { log "npm is needed to install the AsyncAPI CLI"; exit 1; }
+  log "installing @asyncapi/cli@$ASYNCAPI_VERSION from the npm registry (about a minute, once)"
+  mkdir -p "$ASYNCAPI_DIR"
+  (cd "$ASYNCAPI_DIR" && npm install --no-audit --no-fund --loglevel=error \
+     "@asyncapi/cli@$ASYNCAPI_VERSION" >/dev/null) \
+    || { rm -rf "$ASYNCAPI_DIR"; log "installing the AsyncAPI CLI failed"; exit 1; }
+  # It would send usage metrics (and print why it cannot): off, once for this user.
+  SUPPRESS_NO_CONFIG_WARNING=1 "$ASYNCAPI_BIN" config analytics --disable >/dev/null 2>&1 || true
+}
+
 case "${1:-all}" in
   containers) containers ;;
   promtool) promtool ;;
   helm) helm ;;
   helm-path) printf '%s\n' "$HELM_BIN" ;;
-  all) containers; promtool; helm ;;
-  *) echo "usage: $0 [containers|promtool|helm|all|helm-path]" >&2; exit 2 ;;
+  asyncapi) asyncapi ;;
+  asyncapi-path) printf '%s\n' "$ASYNCAPI_BIN" ;;
+  all) containers; promtool; helm; asyncapi ;;
+  *) echo "usage: $0 [containers|promtool|helm|asyncapi|all|helm-path|asyncapi-path]" >&2; exit 2 ;;
 esac

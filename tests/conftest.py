@@ -32,6 +32,7 @@ from shared.topology import (
     retry_queue,
 )
 from tests import (
+    contract_check,
     logcapture,
     store_commands,  # noqa: F401 - its listener sees every client made later
 )
@@ -60,6 +61,15 @@ def _secrets() -> dict[str, str]:
     for n, signature in enumerate(SIGNATURES_MADE):
         found[f"signature made in a test #{n}"] = signature
     return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def every_message_follows_the_contract() -> Iterator[None]:
+    contract_check.install()
+    yield
+    assert not contract_check.FOUND, (
+        f"{len(contract_check.FOUND)} messages broke the contract's schemas (checked "
+        f"{dict(contract_check.SEEN)}): {contract_check.FOUND[:5]}")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -204,6 +214,7 @@ class EventTap:
             message = await self.queue.get(no_ack=True, fail=False)
             if message is None:
                 return [self.decode(m) for m in self.seen]
+            contract_check.check(ORDERS_EXCHANGE, message.routing_key or "", message.body)
             self.seen.append(message)
 
     @staticmethod

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from shared.alert import Alert, is_final
+from shared.contract import EVENT_SCHEMA_VERSION
 from shared.envelope import AlertEnvelope
 from shared.settings import PollerSettings
 from shared.topology import event_routing_key
@@ -89,6 +90,7 @@ def _event(
     before = previous["to"] if previous else None
     alert = obs.alert
     return {
+        "schema_version": EVENT_SCHEMA_VERSION,
         "event_id": event_id,
         "type": kind,
         "project_id": alert.project_id,
