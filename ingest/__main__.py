@@ -18,7 +18,7 @@ import uvloop
 from aiohttp import web
 
 from ingest.app import KEYS, LIFECYCLE, create_app
-from shared import logs
+from shared import logs, tracing
 from shared.command import settings_from_command_line
 from shared.settings import Settings
 
@@ -75,9 +75,13 @@ async def _until_stopped(stop: asyncio.Event, connecting: asyncio.Task[None] | N
 
 def main() -> None:
     settings = settings_from_command_line("hh-ingest", __doc__)
-    logs.configure(settings.log_format, settings.log_level)
+    traced = tracing.start_if_wanted("hh-ingest")  # OTEL_* environment; off by default
+    logs.configure(settings.log_format, settings.log_level, trace_ids=traced is not None)
     # libuv's loop: ~13 % more alerts/s here (docs/benchmarks.md)
-    sys.exit(uvloop.run(serve(settings)))
+    code = uvloop.run(serve(settings))
+    if traced is not None:
+        traced.shutdown()  # the last spans are exported before the process ends
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -22,15 +22,22 @@ def drop_secret_fields(
     return event
 
 
-def configure(fmt: str = "json", level: str = "info", *, cache: bool = True) -> None:
+def configure(fmt: str = "json", level: str = "info", *, cache: bool = True,
+              trace_ids: bool = False) -> None:
+    """`trace_ids`: tracing is on, and each line carries the current trace_id and span_id."""
     # Colours only on a terminal: escape codes in a file or a pipe are noise.
     renderer: Any = (
         structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty()) if fmt == "console"
         else structlog.processors.JSONRenderer()
     )
+    tracing_ids: list[Any] = []
+    if trace_ids:
+        from shared.tracing import add_trace_ids
+        tracing_ids.append(add_trace_ids)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            *tracing_ids,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             drop_secret_fields,

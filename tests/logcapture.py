@@ -23,8 +23,8 @@ class _TeeLogger(structlog.PrintLogger):
     log = debug = info = warn = warning = error = critical = exception = fatal = msg
 
 
-def configure() -> None:
-    logs.configure("json", "debug", cache=False)
+def configure(*, trace_ids: bool = False) -> None:
+    logs.configure("json", "debug", cache=False, trace_ids=trace_ids)
     structlog.configure(logger_factory=lambda *args: _TeeLogger(sys.stdout))
 
 

@@ -14,7 +14,7 @@ import sys
 import structlog
 import uvloop
 
-from shared import logs
+from shared import logs, tracing
 from shared.command import settings_from_command_line
 from shared.settings import Settings
 from worker.app import Worker
@@ -46,8 +46,12 @@ async def run(settings: Settings) -> int:
 
 def main() -> None:
     settings = settings_from_command_line("hh-worker", __doc__)
-    logs.configure(settings.log_format, settings.log_level)
-    sys.exit(uvloop.run(run(settings)))  # libuv's loop: less overhead per message
+    traced = tracing.start_if_wanted("hh-worker")  # OTEL_* environment; off by default
+    logs.configure(settings.log_format, settings.log_level, trace_ids=traced is not None)
+    code = uvloop.run(run(settings))  # libuv's loop: less overhead per message
+    if traced is not None:
+        traced.shutdown()  # the last spans are exported before the process ends
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
 
+from shared import tracing
 from shared.alert import InvalidAlert
 from shared.broker import Broker, PublishFailed
 from shared.envelope import AlertEnvelope, InvalidEnvelope
@@ -113,6 +114,8 @@ class Consumer:
         assert task is not None
         self.in_flight.add(task)
         self._taken(message, queue)
+        if tracing.ON:
+            tracing.annotate_receive(queue, message.routing_key)
         attempt = _attempts_so_far(message) + 1
         try:
             try:
