@@ -17,7 +17,7 @@ from typing import Any
 import aio_pika
 import aiohttp
 
-from bench import ceilings, costs, report, stages
+from bench import ceilings, costs, report, stages, tracing_cost
 from bench.loadgen import (
     KeyKind,
     Result,
@@ -253,6 +253,11 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     await bench.end_to_end()
     print("growth", flush=True)
     await bench.growth()
+    print("tracing off and on", flush=True)
+    bench.results["tracing"] = await tracing_cost.measure(
+        bench.env, folder, bench.settings.amqp.url, bench.fresh, requests=args.requests,
+        concurrency=args.concurrency, alerts=args.alerts, rounds=args.tracing_rounds,
+        ingest_port=INGEST_PORT, worker_port=WORKER_PORT)
     await bench.fresh()
     bench.results["peak_rss_mb"] = {k: round(v, 1) for k, v in bench.rss.items()}
     bench.results["machine"] = machine()
@@ -275,6 +280,8 @@ def main() -> None:
     parser.add_argument("--growth-alerts", type=int, default=600)
     parser.add_argument("--idle-s", type=float, default=20.0,
                         help="idle worker watched, per size (store commands and CPU)")
+    parser.add_argument("--tracing-rounds", type=int, default=3,
+                        help="alternating off/on rounds of the tracing stage")
     parser.add_argument("--out", type=Path, default=Path("docs"))
     args = parser.parse_args()
     folder = Path(".bench")  # test keys and config (deploy/devkit.py), and the services' logs

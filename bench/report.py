@@ -122,8 +122,34 @@ def markdown(r: dict[str, Any]) -> str:
         f"worker {r['peak_rss_mb']['worker']:.0f} MB.",
         "",
     ]
+    lines += _tracing(r["tracing"]) if "tracing" in r else []
     lines += READING
     return "\n".join(lines)
+
+
+def _tracing(t: dict[str, Any]) -> list[str]:
+    off, on = t["median"]["off"], t["median"]["on"]
+    return [
+        "## Tracing",
+        "",
+        f"Median of {t['rounds']} alternating rounds: ingest closed loop ({t['requests']} HMAC "
+        f"alerts) and worker drain ({t['alerts']} alerts), with tracing off (no OTEL_* "
+        "variable: no OpenTelemetry module is even imported) and on (OTLP over HTTP to a local "
+        f"stand-in collector, which received {t['exports']} exports, "
+        f"{t['exported_bytes'] / 1e6:.1f} MB).",
+        "",
+        "| tracing | ingest alerts/s | ingest p50 ms | ingest p99 ms | worker alerts/s |",
+        "|---|---:|---:|---:|---:|",
+        f"| off | {off['ingest_rps']:.0f} | {off['ingest_p50_ms']:.1f} | "
+        f"{off['ingest_p99_ms']:.1f} | {off['worker_rps']:.0f} |",
+        f"| on | {on['ingest_rps']:.0f} | {on['ingest_p50_ms']:.1f} | "
+        f"{on['ingest_p99_ms']:.1f} | {on['worker_rps']:.0f} |",
+        "",
+        f"On costs the ingest {1 - t['ingest_on_vs_off']:.0%} of its rate and the worker "
+        f"{1 - t['worker_on_vs_off']:.0%} of its (every store command is a span: about twenty "
+        "an alert).",
+        "",
+    ]
 
 
 READING = [

@@ -73,3 +73,17 @@ def test_oldest_waiting_message_age_is_estimated_from_the_last_one_taken() -> No
     watch.taken("q", published_at=1090.0)
     assert watch._age("q", 2, now=1100.0) == 10.0
     assert watch._age("q", 0, now=1100.0) == 0.0  # nothing waits
+
+
+def test_tracing_off_imports_nothing_of_opentelemetry() -> None:
+    """Off (no OTEL_* variable), the processes load no OpenTelemetry module at all: tracing
+    off costs nothing but one look at the environment."""
+    import subprocess
+    import sys
+
+    probe = ("import os, sys; import ingest.__main__, worker.__main__; from shared import tracing;"
+             "assert tracing.start_if_wanted('x', {}) is None;"
+             "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True, env={"PATH": "/usr/bin:/bin"})
+    assert done.stdout.strip() == "[]"
