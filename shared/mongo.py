@@ -10,7 +10,7 @@ import structlog
 from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import OperationFailure
+from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from shared.settings import MongoSettings
 
@@ -29,6 +29,13 @@ class Collections:
     polls: AsyncCollection[Document]  # one per /info attempt, claimed by inserting it
     poll_schedule: AsyncCollection[Document]  # per order, written by the current poll's owner
     jobs: AsyncCollection[Document]  # periodic jobs, one record per period, claimed by insert
+    # For the operator console, each read by _id only:
+    request_ids: AsyncCollection[Document]  # "{project_id}:{request_id}" -> the order
+    asides: AsyncCollection[Document]  # "{order}#{n}": its alerts that were not applied
+    attention: AsyncCollection[Document]  # orders given up (needs_review): few, listed whole
+    activity: AsyncCollection[Document]  # "activity:{minute}": recent events, for a glance
+    audit: AsyncCollection[Document]  # "{scope}#{n}": what operators did
+    sessions: AsyncCollection[Document]  # console sign-ins, by the token's hash
 
     @classmethod
     def of(cls, db: AsyncDatabase[Document]) -> Collections:
@@ -42,6 +49,12 @@ class Collections:
             polls=db["polls"],
             poll_schedule=db["poll_schedule"],
             jobs=db["jobs"],
+            request_ids=db["request_ids"],
+            asides=db["asides"],
+            attention=db["attention"],
+            activity=db["activity"],
+            audit=db["audit"],
+            sessions=db["console_sessions"],
         )
 
 
@@ -85,3 +98,29 @@ async def ensure_indexes(c: Collections, ttl_s: Mapping[str, int] | None = None)
             await outbox.create_index([("recorded_at", ASCENDING)])
     await c.orders.create_index([("next_poll_at", ASCENDING)])
     return expiring
+
+
+async def append_numbered(collection: AsyncCollection[Document], prefix: str, doc: Document,
+                          first: int = 1, limit: int = 100_000) -> int:
+    """Insert `doc` as `{prefix}#{n}` for the first free n from `first`: the unique insert is
+    the claim, so concurrent writers never share a number and readers walk 1, 2, ... by _id.
+    Returns n."""
+    for n in range(max(1, first), limit + 1):
+        try:
+            await collection.insert_one({**doc, "_id": f"{prefix}#{n}"})
+            return n
+        except DuplicateKeyError:
+            continue
+    raise RuntimeError(f"{prefix}: more than {limit} numbered documents")
+
+
+async def read_numbered(collection: AsyncCollection[Document], prefix: str,
+                        limit: int = 1000) -> list[Document]:
+    """`{prefix}#1`, `#2`, ... by _id, up to the first missing one (or `limit`)."""
+    found = []
+    for n in range(1, limit + 1):
+        doc = await collection.find_one({"_id": f"{prefix}#{n}"})
+        if doc is None:
+            break
+        found.append(doc)
+    return found

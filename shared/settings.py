@@ -10,7 +10,7 @@ import dataclasses
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +115,26 @@ class RetentionSettings:
 
 
 @dataclass(frozen=True)
+class ConsoleSettings:
+    """The operator console (`hh-console`): off unless enabled; loopback unless told."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 8082
+    # Operators, one a line: `name:role:scrypt$...` (role `operator` or `viewer`); make a line
+    # with `hh-console hash-password NAME ROLE`. Relative to the config file.
+    users_file: str = ""
+    session_ttl_s: float = 8 * 3600.0  # a sign-in lasts this long (then sign in again)
+    # Behind a trusted authenticating proxy: the header naming the operator (and, optionally,
+    # the one giving the role; else `viewer`). Only for a proxy that strips these from clients.
+    proxy_user_header: str = ""
+    proxy_role_header: str = ""
+    # The processes' /metrics, read for the overview (alerts in the last hour, rejections).
+    metrics_urls: tuple[str, ...] = ("http://127.0.0.1:8080/metrics",
+                                     "http://127.0.0.1:8081/metrics")
+
+
+@dataclass(frozen=True)
 class ProjectSettings:
     project_id: str
     callback_keys: tuple[VerifyKey, ...]
@@ -132,6 +152,7 @@ class Settings:
     worker: WorkerSettings = WorkerSettings()
     poller: PollerSettings = PollerSettings()
     retention: RetentionSettings = RetentionSettings()
+    console: ConsoleSettings = ConsoleSettings()
     projects: Mapping[str, ProjectSettings] = field(default_factory=dict)
     log_format: str = "json"
     log_level: str = "info"
@@ -147,6 +168,8 @@ ENV_OVERRIDES: dict[str, tuple[str, str, type]] = {
     "HH_INGEST_DRAIN_S": ("ingest", "drain_s", float),
     "HH_WORKER_HOST": ("worker", "host", str),
     "HH_WORKER_PORT": ("worker", "port", int),
+    "HH_CONSOLE_HOST": ("console", "host", str),
+    "HH_CONSOLE_PORT": ("console", "port", int),
     "HH_LOG_FORMAT": ("log", "format", str),
     "HH_LOG_LEVEL": ("log", "level", str),
 }
@@ -233,7 +256,8 @@ def parse_settings(
     env = os.environ if env is None else env
     sections: dict[str, dict[str, Any]] = {
         name: dict(raw.get(name, {}))
-        for name in ("amqp", "mongo", "ingest", "worker", "poller", "retention", "log")
+        for name in ("amqp", "mongo", "ingest", "worker", "poller", "retention", "console",
+                     "log")
     }
     for var, (section, key, kind) in ENV_OVERRIDES.items():
         if env.get(var):
@@ -255,12 +279,20 @@ def parse_settings(
             worker=_section("worker", WorkerSettings, _tuples(sections["worker"])),
             poller=_section("poller", PollerSettings, _tuples(sections["poller"])),
             retention=_section("retention", RetentionSettings, sections["retention"]),
+            console=_console(_section("console", ConsoleSettings, _tuples(sections["console"])),
+                             base),
             projects=projects,
             log_format=str(sections["log"].get("format", "json")),
             log_level=str(sections["log"].get("level", "info")),
         )
     except TypeError as exc:
         raise SettingsError(str(exc)) from None
+
+
+def _console(console: ConsoleSettings, base: Path) -> ConsoleSettings:
+    if console.users_file and not Path(console.users_file).is_absolute():
+        return replace(console, users_file=str(base / console.users_file))
+    return console
 
 
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:

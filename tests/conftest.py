@@ -36,6 +36,7 @@ from tests import (
     logcapture,
     store_commands,  # noqa: F401 - its listener sees every client made later
 )
+from tests.console_fixtures import console_app  # noqa: F401 - fixtures for all tests
 from tests.keys import PROJECT_ID, SIGNATURES_MADE, key_pem, vectors
 from tests.logcapture import LOG_LINES
 from tests.processes import ServiceProcess

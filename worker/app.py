@@ -80,6 +80,7 @@ class Worker:
             self._consumer_tags.append((queue, tag))
         self._tasks.append(asyncio.create_task(self._maintenance_loop()))
         self._tasks.append(asyncio.create_task(self.watch.run()))
+        self._tasks.append(asyncio.create_task(self.processor.activity.run()))
         self.consuming = True
         self.metrics.consuming.set(1)
         log.info("worker_started", prefetch=self.settings.amqp.prefetch)
@@ -136,6 +137,7 @@ class Worker:
             if stuck:
                 log.warning("worker_tasks_not_stopped", tasks=len(stuck))
         # Each step is bounded: a stop must end even if a peer stops answering mid-close.
+        await _bounded("activity_flush", self.processor.activity.flush())
         await _bounded("queue_watch_close", self.watch.close())
         await _bounded("http_session_close", self._http_session.close())
         await _bounded("broker_close", self.broker.close())

@@ -134,6 +134,7 @@ class Poller:
         await self.store.write_schedule(order_id, schedule)
         if schedule["gave_up"]:
             log.error("order_gave_up", status=view["status"], polls=slot.attempt)
+            await self.store.needs_attention(order_id, view)
             await self.processor.publish_record({"_id": poll_id, **fields})
         await self.store.refresh_view(order_id)
         if not schedule["gave_up"]:

@@ -17,6 +17,7 @@ from shared.broker import Broker, Unroutable
 from shared.envelope import AlertEnvelope
 from shared.settings import PollerSettings
 from shared.topology import IDEMPOTENCY_HEADER, ORDERS_EXCHANGE
+from worker.activity import ActivityFeed
 from worker.checks import Check, publish_check
 from worker.locks import KeyedLock
 from worker.metrics import WorkerMetrics
@@ -51,6 +52,7 @@ class Processor:
         self.metrics = metrics
         self.poller = poller or PollerSettings()
         self.locks = KeyedLock()  # alerts and polls of one order, one at a time per process
+        self.activity = ActivityFeed(store.c.activity)  # recent events, for the console
         self._relayed_until = 0.0  # the relay's watermark (Unix time)
 
     async def handle_alert(self, envelope: AlertEnvelope) -> str:
@@ -73,6 +75,8 @@ class Processor:
                     self.metrics.alerts.labels(ALREADY_DONE).inc()
                     return ALREADY_DONE
                 verdict = await self.apply(obs)
+                if verdict is not Verdict.APPLY:
+                    await self.store.record_aside(obs.order_id, alert.idempotency_key)
                 # Recorded last: a crash before this redoes the alert, which finds its own step.
                 await self.store.record_alert(
                     inbox_record(alert, envelope, verdict.value, time.time()))
@@ -92,6 +96,9 @@ class Processor:
                 if not await self.store.append_transition(record):
                     continue  # another replica took this step first: read again, decide again
                 seq = record["seq"]
+                if seq == 1 and alert.request_id:
+                    await self.store.index_request_id(alert.project_id, alert.request_id,
+                                                      obs.order_id)
                 await self.publish_record(record)
                 await self.store.refresh_view(obs.order_id, record)
                 if obs.source == "callback":  # a poll's owner schedules what follows it
@@ -147,6 +154,7 @@ class Processor:
                         event_id=event["event_id"])
             self.metrics.unroutable.labels(record["routing_key"]).inc()
         self.metrics.events.labels(record["routing_key"]).inc()
+        self.activity.note(record["routing_key"], event)
         await self.store.mark_published(record)
 
     async def relay_once(self, grace_s: float, window_s: float, limit: int = 200) -> int:

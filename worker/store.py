@@ -13,6 +13,7 @@ from typing import Any
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
+from shared import mongo
 from shared.mongo import Collections
 from shared.settings import PollerSettings, ProjectSettings
 from worker.batch import InFlight, InsertBatcher, ReplaceBatcher
@@ -37,6 +38,7 @@ class OrderStore:
         self._inbox = InsertBatcher(collections.callbacks, batch_window_s, self.in_flight)
         self._log = InsertBatcher(collections.transitions, batch_window_s, self.in_flight)
         self._markers = InsertBatcher(collections.published, batch_window_s, self.in_flight)
+        self._request_ids = InsertBatcher(collections.request_ids, batch_window_s, self.in_flight)
         self._views = ReplaceBatcher(collections.orders, batch_window_s, self.in_flight)
         # What this process last saw of an order (log head, registration): starting points
         # that save reads, never taken as the whole truth.
@@ -62,6 +64,25 @@ class OrderStore:
 
     async def record_alert(self, doc: Document) -> None:
         await self._inbox.insert(doc)  # a duplicate: another attempt wrote the same fact
+
+    # --- what the operator console finds by _id ---------------------------------------------
+    async def record_aside(self, order_id: str, key: str) -> None:
+        """An alert of the order that was not applied (stale, duplicate, anomaly): numbered
+        per order, so its story lists it; applied ones are found through the log."""
+        await mongo.append_numbered(self.c.asides, order_id, {"key": key,
+                                                              "at": utc(time.time())})
+
+    async def index_request_id(self, project_id: str, request_id: str, order_id: str) -> None:
+        """Once per order (its first step): find it by the merchant's request id."""
+        await self._request_ids.insert({"_id": f"{project_id}:{request_id}",
+                                        "order_id": order_id})
+
+    async def needs_attention(self, order_id: str, view: Document) -> None:
+        """An order given up: listed by the console until an operator marks it reviewed."""
+        await self.c.attention.replace_one(
+            {"_id": order_id},
+            {"_id": order_id, "status": view["status"], "sub_status": view["sub_status"],
+             "at": utc(time.time()), "reviewed": None}, upsert=True)
 
     # --- transition log (also the outbox) ---------------------------------------------------
     async def latest_transition(self, order_id: str) -> Document | None:
