@@ -19,7 +19,8 @@ services:
 services-stop:
 	deploy/services.sh stop
 
-test: venv services
+test: venv services  # the console's browser tests need Debian's chromium: installed once
+	deploy/tools.sh chromium
 	$(BIN)/pytest
 
 test-unit: venv  # no services needed: seconds

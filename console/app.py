@@ -40,10 +40,10 @@ SECURITY_HEADERS = {
                                 "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # (no-referrer would make forms send Origin: null)
     "Cache-Control": "no-store",
 }
-OPEN_PATHS = ("/login", "/static/", "/healthz")
+OPEN_PATHS = ("/login", "/static/", "/healthz", "/favicon.ico")
 
 SETTINGS = web.AppKey("settings", Settings)
 COLLECTIONS = web.AppKey("collections", mongo.Collections)
@@ -171,9 +171,10 @@ def _page(template: str) -> Callable[[Callable[[web.Request], Awaitable[Any]]], 
                 return _json(context)
             session: Session = request[SESSION]
             return aiohttp_jinja2.render_template(
-                template, request, {**context, "operator": session.operator,
-                                    "csrf": session.csrf,
-                                    "done": request.query.get("done")})
+                template, request, {
+                    "projects": sorted(request.app[SETTINGS].projects), **context,
+                    "operator": session.operator, "csrf": session.csrf,
+                    "done": request.query.get("done")})
         return page
     return wrap
 
@@ -181,7 +182,11 @@ def _page(template: str) -> Callable[[Callable[[web.Request], Awaitable[Any]]], 
 # --- sign in and out ------------------------------------------------------------------------
 
 async def login_form(request: web.Request) -> web.StreamResponse:
-    token = secrets.token_urlsafe(16)
+    # The form's token is the cookie's: a second load (another tab, a favicon fetch that was
+    # sent here) must not invalidate a form already shown.
+    token = request.cookies.get(LOGIN_COOKIE, "")
+    if len(token) < 16:
+        token = secrets.token_urlsafe(16)
     response = aiohttp_jinja2.render_template(
         "login.html", request, {"login_csrf": token, "next": request.query.get("next", "/"),
                                 "error": None, "operator": None})

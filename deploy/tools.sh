@@ -5,6 +5,7 @@
 #   deploy/tools.sh promtool     promtool, from Debian's prometheus package
 #   deploy/tools.sh helm         helm, built from the Go module proxy at $HELM_VERSION
 #   deploy/tools.sh asyncapi     the AsyncAPI CLI, from the npm registry at $ASYNCAPI_VERSION
+#   deploy/tools.sh chromium     headless Chromium from Debian (the console's browser tests)
 #   deploy/tools.sh all          every one of them (default)
 #   deploy/tools.sh helm-path    print the helm binary's path
 #   deploy/tools.sh asyncapi-path  print the AsyncAPI CLI's path
@@ -78,7 +79,8 @@ case "${1:-all}" in
   helm) helm ;;
   helm-path) printf '%s\n' "$HELM_BIN" ;;
   asyncapi) asyncapi ;;
+  chromium) debian chromium chromium ;;
   asyncapi-path) printf '%s\n' "$ASYNCAPI_BIN" ;;
-  all) containers; promtool; helm; asyncapi ;;
-  *) echo "usage: $0 [containers|promtool|helm|asyncapi|all|helm-path|asyncapi-path]" >&2; exit 2 ;;
+  all) containers; promtool; helm; asyncapi; debian chromium chromium ;;
+  *) echo "usage: $0 [containers|promtool|helm|asyncapi|chromium|all|helm-path|asyncapi-path]" >&2; exit 2 ;;
 esac
