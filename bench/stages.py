@@ -167,7 +167,8 @@ async def end_to_end(
 
 async def store_orders(settings: Settings, count: int, batch: int = 2000) -> float:
     """Store `count` settled orders as the worker would have left them (view, log entry, inbox
-    record, published marker, schedule); a few are due for a poll. Returns seconds taken."""
+    record, published marker, request-id index); a few are due for a poll. Returns seconds
+    taken."""
     client: Any = mongo.client(settings.mongo)
     c = mongo.Collections.of(client[settings.mongo.database])
     now = datetime.now(UTC)
@@ -179,15 +180,21 @@ async def store_orders(settings: Settings, count: int, batch: int = 2000) -> flo
         pairs = list(zip(order_ids, ids, strict=True))
         await asyncio.gather(
             c.orders.insert_many([{
-                "_id": o, "payment_id": p, "status": "processing", "sub_status": "new",
+                "_id": o, "project_id": "bench", "payment_id": p, "request_id": f"req-{p}",
+                "status": "processing", "sub_status": "new", "final": False,
+                "needs_review": False, "updated_at": now, "polls": 0,
                 "seq": 1, "next_poll_at": now - timedelta(minutes=1) if n % 1000 == 0
                 else now + timedelta(days=1)} for n, (o, p) in enumerate(pairs)]),
             c.transitions.insert_many([{
                 "_id": f"{o}:1", "order_id": o, "seq": 1, "recorded_at": now,
+                "source": "callback", "idempotency_key": f"{o}:processing:new",
+                "routing_key": "order.processing", "event": {"event_id": uuid.uuid4().hex},
                 "to": {"status": "processing", "sub_status": "new"}} for o in order_ids]),
             c.callbacks.insert_many([{"_id": f"{o}:processing:new", "payment_id": p}
                                      for o, p in pairs]),
             c.published.insert_many([{"_id": uuid.uuid4().hex, "at": now} for _ in ids]),
+            c.request_ids.insert_many([{"_id": f"bench:req-{p}", "order_id": o}
+                                       for o, p in pairs]),
         )
     elapsed = time.perf_counter() - started
     await client.close()

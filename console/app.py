@@ -43,7 +43,7 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",  # (no-referrer would make forms send Origin: null)
     "Cache-Control": "no-store",
 }
-OPEN_PATHS = ("/login", "/static/", "/healthz", "/favicon.ico")
+OPEN_PATHS = ("/login", "/static/", "/healthz", "/readyz", "/favicon.ico")
 
 SETTINGS = web.AppKey("settings", Settings)
 COLLECTIONS = web.AppKey("collections", mongo.Collections)
@@ -364,6 +364,12 @@ async def healthz(_request: web.Request) -> web.Response:
     return _json({"status": "ok"})
 
 
+async def readyz(request: web.Request) -> web.Response:
+    if BROKER in request.app and request.app[BROKER].ready:
+        return _json({"status": "ready"})
+    return _json({"status": "broker unavailable"}, 503)
+
+
 # --- the app --------------------------------------------------------------------------------
 
 async def _services(app: web.Application) -> AsyncIterator[None]:
@@ -401,6 +407,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_services)
     app.router.add_static("/static/", HERE / "static")
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     app.router.add_get("/login", login_form)
     app.router.add_post("/login", login)
     app.router.add_post("/logout", logout)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -158,8 +158,22 @@ class Settings:
     log_level: str = "info"
 
 
+def flag(text: str) -> bool:
+    """true/false (or 1/0, yes/no), as an environment variable says it."""
+    value = text.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise ValueError(text)
+
+
+def comma_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
 # environment variable -> (section, key, type)
-ENV_OVERRIDES: dict[str, tuple[str, str, type]] = {
+ENV_OVERRIDES: dict[str, tuple[str, str, Callable[[str], Any]]] = {
     "HH_AMQP_URL": ("amqp", "url", str),
     "HH_MONGO_URL": ("mongo", "url", str),
     "HH_MONGO_DB": ("mongo", "database", str),
@@ -170,6 +184,11 @@ ENV_OVERRIDES: dict[str, tuple[str, str, type]] = {
     "HH_WORKER_PORT": ("worker", "port", int),
     "HH_CONSOLE_HOST": ("console", "host", str),
     "HH_CONSOLE_PORT": ("console", "port", int),
+    "HH_CONSOLE_ENABLED": ("console", "enabled", flag),
+    "HH_CONSOLE_USERS_FILE": ("console", "users_file", str),
+    "HH_CONSOLE_METRICS_URLS": ("console", "metrics_urls", comma_list),
+    "HH_CONSOLE_PROXY_USER_HEADER": ("console", "proxy_user_header", str),
+    "HH_CONSOLE_PROXY_ROLE_HEADER": ("console", "proxy_role_header", str),
     "HH_LOG_FORMAT": ("log", "format", str),
     "HH_LOG_LEVEL": ("log", "level", str),
 }

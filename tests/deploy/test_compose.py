@@ -22,7 +22,8 @@ COMPOSE = ROOT / "deploy" / "compose.yaml"
 
 def compose_config() -> dict[str, Any]:
     done = subprocess.run(
-        [str(Path(sys.executable).parent / "podman-compose"), "-f", str(COMPOSE), "config"],
+        [str(Path(sys.executable).parent / "podman-compose"), "-f", str(COMPOSE),
+         "--profile", "console", "config"],
         capture_output=True, text=True, timeout=60, env=PODMAN_ENV, cwd=COMPOSE.parent,
         check=False)
     assert done.returncode == 0, done.stderr
@@ -38,12 +39,13 @@ def image_config_path() -> str:
 
 def test_compose_publishes_on_loopback_only_and_mounts_the_config_read_only() -> None:
     services = compose_config()["services"]
-    assert set(services) == {"rabbitmq", "mongo", "ingest", "worker"}
+    assert set(services) == {"rabbitmq", "mongo", "ingest", "worker", "console"}
+    assert services["console"]["profiles"] == ["console"]  # optional: off unless asked for
     for name, service in services.items():
         for port in service.get("ports", []):
             assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
     config_dir = str(Path(image_config_path()).parent)
-    for name in ("ingest", "worker"):
+    for name in ("ingest", "worker", "console"):
         service = services[name]
         assert service["read_only"] is True
         [mount] = service["volumes"]

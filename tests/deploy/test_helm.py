@@ -119,6 +119,26 @@ def test_keda_replaces_the_worker_hpa_and_monitoring_objects_carry_the_tested_ru
     assert json.loads(dashboard["data"]["hh-callbacks.json"])["uid"] == "hh-callbacks"
 
 
+def test_the_console_is_optional_and_needs_a_way_to_sign_in() -> None:
+    assert "console" not in deployments(render())
+    refused = helm("template", "hh", str(CHART), *CONNECTIONS, "--set", "console.enabled=true")
+    assert refused.returncode != 0 and "nobody could sign in" in refused.stderr
+    manifests = render("--set", "console.enabled=true", "--set", "console.usersSecret=ops")
+    console = deployments(manifests)["console"]
+    pod = console["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert container["command"] == ["hh-console"]
+    assert env["HH_CONSOLE_ENABLED"] == "true"
+    assert env["HH_CONSOLE_USERS_FILE"] == "/etc/hh-callbacks/console-users.txt"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    sources = pod["volumes"][0]["projected"]["sources"]
+    assert sources[-1]["secret"] == {"name": "ops", "items": [
+        {"key": "users.txt", "path": "console-users.txt"}]}
+    services = {m["metadata"]["name"]: m for m in manifests if m["kind"] == "Service"}
+    assert services["hh-hh-callbacks-console"]["spec"]["type"] == "ClusterIP"
+
+
 # podman kube play (podman 4.3, Debian 12) --------------------------------------------------
 
 def for_podman(manifests: list[Manifest], projected: Path) -> tuple[list[Manifest],

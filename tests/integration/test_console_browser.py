@@ -22,12 +22,13 @@ from tests.keys import PROJECT_ID
 
 pytestmark = pytest.mark.services
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FOUND = Path(CHROMIUM).exists()
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    assert Path(CHROMIUM).exists(), "chromium is not installed: deploy/tools.sh chromium"
+    assert CHROMIUM_FOUND, "chromium is not installed: deploy/tools.sh chromium"
     async with async_playwright() as playwright:
         # --no-sandbox: Chromium refuses its sandbox as root (CI runs as root here).
         launched = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True,

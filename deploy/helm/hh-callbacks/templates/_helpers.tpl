@@ -107,6 +107,7 @@ spec:
               name: {{ include "hh.fullname" $root }}-config
           - secret:
               name: {{ include "hh.keysSecret" $root }}
+          {{- with .extraSources }}{{ toYaml . | nindent 10 }}{{ end }}
   {{- with $values.nodeSelector }}
   nodeSelector: {{ toYaml . | nindent 4 }}
   {{- end }}
