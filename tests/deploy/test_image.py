@@ -66,6 +66,14 @@ async def test_image_serves_an_alert_to_an_event_and_stops_cleanly_on_sigterm(
         assert "img-1" in out and "success" in out
         code, out = await worker.exec("hh-admin", "dlq", "list")
         assert code == 0, out
+        # Every console script the image installs has its package (and the console its pages).
+        for script in ("hh-ingest", "hh-worker", "hh-admin", "hh-sandbox", "hh-console"):
+            code, out = await worker.exec(script, "--help")
+            assert code == 0 and "usage" in out, (script, out)
+        code, out = await worker.exec("python3", "-c", "import importlib.resources as r; print("
+                                      "r.files('console').joinpath('templates/payment.html')"
+                                      ".is_file())")
+        assert out.strip() == "True", out
 
         # A burst, then SIGTERM to both while the worker is busy with it.
         burst = [f"img-burst-{n}" for n in range(40)]
