@@ -23,6 +23,7 @@ from pymongo import DeleteOne
 from pymongo.asynchronous.collection import AsyncCollection
 
 from shared.settings import PollerSettings, RetentionSettings
+from worker.activity import minute_id
 from worker.lru import Lru
 from worker.records import EVENT_NAMESPACE, Document, utc
 from worker.store import OrderStore
@@ -78,6 +79,7 @@ class Retention:
             await self._inbox(now)
         if "anomalies" not in self.expiring:
             await self._anomalies(now)
+        await self._glances(now)
         log.info("retention_done", dry_run=dry_run, **taken.counts)
         return taken.counts
 
@@ -141,6 +143,20 @@ class Retention:
                 ids, markers = [], []
         await self._delete(self.c.anomalies, ids)
         await self._delete(self.c.published, markers)
+
+    async def _glances(self, now: float) -> None:
+        """The console's short-lived records: activity minutes older than a day, and expired
+        sign-ins. Both collections stay small (a document a minute; one per sign-in)."""
+        for collection, stale in (
+                (self.c.activity, {"_id": {"$lt": minute_id(now - DAY_S)}}),
+                (self.c.sessions, {"expires_at": {"$lt": utc(now)}})):
+            if self._dry_run:
+                gone = await collection.count_documents(stale)
+            else:
+                gone = (await collection.delete_many(stale)).deleted_count
+            if gone:
+                self._taken.counts[collection.name] = (
+                    self._taken.counts.get(collection.name, 0) + gone)
 
     async def _delete(self, collection: AsyncCollection[Document], ids: list[str]) -> None:
         """Delete by exact `_id` (the local server's index), in bounded batches, at most

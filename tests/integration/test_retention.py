@@ -83,3 +83,28 @@ async def test_after_retention_a_late_or_repeated_alert_changes_nothing(
 
 async def _anomaly_back(worker: Worker) -> bool:
     return await worker.store.c.anomalies.count_documents({}) == 1
+
+
+async def test_retention_drops_old_activity_minutes_and_expired_console_sessions(
+    make_settings: Callable[..., Settings], amqp: Any,
+) -> None:
+    from worker.activity import minute_id
+    from worker.records import utc
+
+    settings = make_settings(worker={"maintenance_interval_s": 3600}, poller={"enabled": False})
+    worker = Worker(settings)
+    await worker.start(http=False)
+    c = worker.store.c
+    now = time.time()
+    try:
+        await c.activity.insert_many([{"_id": minute_id(now - 2 * 86400), "events": []},
+                                      {"_id": minute_id(now), "events": []}])
+        await c.sessions.insert_many([{"_id": "old", "expires_at": utc(now - 1)},
+                                      {"_id": "live", "expires_at": utc(now + 3600)}])
+        taken = await Retention(worker.store, settings.retention).run(now)
+        assert (taken["activity"], taken["console_sessions"]) == (1, 1)
+        assert [d["_id"] async for d in c.activity.find({})] == [minute_id(now)]
+        assert [d["_id"] async for d in c.sessions.find({})] == ["live"]
+    finally:
+        await worker.mongo_client.drop_database(settings.mongo.database)
+        await worker.stop()
