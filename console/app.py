@@ -279,22 +279,17 @@ async def raw_alert(request: web.Request) -> web.StreamResponse:
                               "csrf": session.csrf})
 
 
-@_page("list.html")
-async def review_list(request: web.Request) -> dict[str, Any]:
-    return {"title": "Needs review", "kind": "review",
-            "rows": await story.needs_review(request.app[COLLECTIONS])}
+def _list_page(title: str, kind: str,
+               read: Callable[[mongo.Collections], Awaitable[list[mongo.Document]]]) -> Handler:
+    @_page("list.html")
+    async def listing(request: web.Request) -> dict[str, Any]:
+        return {"title": title, "kind": kind, "rows": await read(request.app[COLLECTIONS])}
+    return listing
 
 
-@_page("list.html")
-async def anomaly_list(request: web.Request) -> dict[str, Any]:
-    return {"title": "Anomalies", "kind": "anomalies",
-            "rows": await story.anomalies(request.app[COLLECTIONS])}
-
-
-@_page("list.html")
-async def activity_list(request: web.Request) -> dict[str, Any]:
-    return {"title": "Recent activity", "kind": "activity",
-            "rows": await story.activity(request.app[COLLECTIONS])}
+review_list = _list_page("Needs review", "review", story.needs_review)
+anomaly_list = _list_page("Anomalies", "anomalies", story.anomalies)
+activity_list = _list_page("Recent activity", "activity", story.activity)
 
 
 @_page("dead_letters.html")
