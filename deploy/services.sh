@@ -6,6 +6,8 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=deploy/gomodule.sh
+. "$HERE/gomodule.sh"
 STATE=${HH_SERVICES_DIR:-$HOME/.local/share/hh-callbacks}
 TOOLS=${HH_TOOLS_DIR:-$HOME/.local/hh-tools}
 FERRETDB_VERSION=v1.24.2
@@ -43,15 +45,11 @@ install_ferretdb() {
   [ -x "$FERRETDB_BIN" ] && return
   check_go
   log "building FerretDB $FERRETDB_VERSION (about two minutes, once)"
-  # Built from the module's own source, as FerretDB's release build does: `go install pkg@version`
-  # would ask the proxy for the version list (refused here), and a build as a dependency lacks
-  # the build/version/version.txt that the binary insists on.
-  local src build
-  src=$(cd /tmp && go mod download -json "github.com/FerretDB/FerretDB@$FERRETDB_VERSION" \
-        | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-  [ -d "$src" ] || { log "could not download FerretDB $FERRETDB_VERSION"; exit 1; }
-  build=$(mktemp -d)
-  cp -r "$src/." "$build" && chmod -R u+w "$build"
+  # From the module's own source (deploy/gomodule.sh): a build as a dependency would lack the
+  # build/version/version.txt that the binary insists on.
+  local build
+  build=$(go_module_copy github.com/FerretDB/FerretDB "$FERRETDB_VERSION") \
+    || { log "could not download FerretDB $FERRETDB_VERSION"; exit 1; }
   echo "$FERRETDB_VERSION" >"$build/build/version/version.txt"
   # Upstream bug in the SQLite backend: statements select by `_ferretdb_sjson->'$._id'`, but the
   # unique _id index is on `_ferretdb_sjson->"_id"`; SQLite treats them as different

@@ -11,6 +11,9 @@
 #   deploy/tools.sh asyncapi-path  print the AsyncAPI CLI's path
 set -euo pipefail
 
+HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=deploy/gomodule.sh
+. "$HERE/gomodule.sh"
 TOOLS=${HH_TOOLS_DIR:-$HOME/.local/hh-tools}
 HELM_VERSION=v3.22.0
 HELM_BIN=$TOOLS/bin/helm-$HELM_VERSION
@@ -46,12 +49,9 @@ helm() {
   [ -x "$HELM_BIN" ] && return
   command -v go >/dev/null 2>&1 || { log "Go is needed to build helm $HELM_VERSION"; exit 1; }
   log "building helm $HELM_VERSION from the Go module proxy (about a minute, once)"
-  local src build
-  src=$(cd /tmp && go mod download -json "helm.sh/helm/v3@$HELM_VERSION" \
-        | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-  [ -d "$src" ] || { log "could not download helm $HELM_VERSION"; exit 1; }
-  build=$(mktemp -d)
-  cp -r "$src/." "$build" && chmod -R u+w "$build"
+  local build
+  build=$(go_module_copy helm.sh/helm/v3 "$HELM_VERSION") \
+    || { log "could not download helm $HELM_VERSION"; exit 1; }
   mkdir -p "$TOOLS/bin"
   if ! (cd "$build" && GOTOOLCHAIN=local go build -trimpath -o "$HELM_BIN.tmp" \
           -ldflags "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" ./cmd/helm); then
