@@ -19,8 +19,10 @@ import aiohttp
 import aiohttp_jinja2
 import jinja2
 import structlog
+from aio_pika.exceptions import AMQPError
 from aiohttp import web
 from pymongo import AsyncMongoClient
+from pymongo.errors import PyMongoError
 
 from admin import dlq
 from console import actions, story
@@ -89,6 +91,17 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
     return response
+
+
+@web.middleware
+async def outages(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The store or the broker not answering: a page that says so (503), not a 500."""
+    try:
+        return await handler(request)
+    except (PyMongoError, AMQPError, ConnectionError, TimeoutError) as exc:
+        log.warning("console_dependency_unavailable", path=request.path,
+                    error=type(exc).__name__)
+        return _refuse(request, 503, "the store or the broker did not answer: try again soon")
 
 
 async def _operator(request: web.Request) -> tuple[Session | None, str | None]:
@@ -390,7 +403,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[security_headers, authenticate],
+    app = web.Application(middlewares=[security_headers, outages, authenticate],
                           client_max_size=64 * 1024)
     app[SETTINGS] = settings
     app[USERS] = Users(load_users(settings.console.users_file))

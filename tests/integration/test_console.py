@@ -184,3 +184,16 @@ async def test_sessions_expire_and_a_trusted_proxy_header_signs_in(
     assert (await client.get("/")).status == 303  # no header: not signed in
     page = await client.get("/", headers={"X-Forwarded-User": "pat"})
     assert page.status == 200 and "pat (viewer)" in await page.text()
+
+
+async def test_a_store_that_does_not_answer_is_a_503_page_not_a_500(
+    console_app: Callable[..., Any], make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(mongo={"url": "mongodb://127.0.0.1:9", "timeout_ms": 200})
+    console: RunningConsole = await console_app(settings)
+    client = console.client()
+    page = await client.get("/payments/p/x", headers={"Cookie": "hh_console=some-token"})
+    assert page.status == 503 and "did not answer" in await page.text()
+    assert "Content-Security-Policy" in page.headers
+    api = await client.get("/api/review", headers={"Cookie": "hh_console=some-token"})
+    assert api.status == 503 and (await api.json())["error"].startswith("the store")
