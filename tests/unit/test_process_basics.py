@@ -87,3 +87,22 @@ def test_tracing_off_imports_nothing_of_opentelemetry() -> None:
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           check=True, env={"PATH": "/usr/bin:/bin"})
     assert done.stdout.strip() == "[]"
+
+
+def test_console_settings_from_the_environment() -> None:
+    from pathlib import Path
+
+    import pytest
+
+    from shared.settings import SettingsError, parse_settings
+
+    env = {"HH_CONSOLE_ENABLED": "true", "HH_CONSOLE_PORT": "9090",
+           "HH_CONSOLE_USERS_FILE": "users.txt",
+           "HH_CONSOLE_METRICS_URLS": "http://a:8080/metrics, http://b:8081/metrics"}
+    console = parse_settings({}, Path("/etc/hh"), env=env).console
+    assert (console.enabled, console.port) == (True, 9090)
+    assert console.users_file == "/etc/hh/users.txt"  # relative to the config's folder
+    assert console.metrics_urls == ("http://a:8080/metrics", "http://b:8081/metrics")
+    assert parse_settings({}, Path("/"), env={}).console.enabled is False  # off by default
+    with pytest.raises(SettingsError, match="HH_CONSOLE_ENABLED"):
+        parse_settings({}, Path("/"), env={"HH_CONSOLE_ENABLED": "maybe"})
