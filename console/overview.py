@@ -32,12 +32,12 @@ def read_counters(texts: list[str]) -> tuple[Sample, float | None]:
     oldest: float | None = None
     for text in texts:
         for family in text_string_to_metric_families(text):
-            if family.name in COUNTED:
+            name = family.name.removesuffix("_total")  # typed counters drop it; untyped not
+            if name in COUNTED:
                 for sample in family.samples:
                     if sample.name.endswith("_total"):
-                        value = sample.labels.get(COUNTED[family.name], "")
-                        counts[family.name][value] = (counts[family.name].get(value, 0.0)
-                                                      + sample.value)
+                        value = sample.labels.get(COUNTED[name], "")
+                        counts[name][value] = counts[name].get(value, 0.0) + sample.value
             elif family.name == "hh_queue_oldest_message_age_seconds":
                 for sample in family.samples:
                     if sample.labels.get("queue") == PROCESS_QUEUE:

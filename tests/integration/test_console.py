@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aio_pika
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -24,6 +25,7 @@ from shared.topology import (
     PROCESS_QUEUE,
     REASON_HEADER,
 )
+from shared.wire import CALLBACK_PATHS
 from tests.conftest import EventTap
 from tests.console_fixtures import RunningConsole
 from tests.integration.test_pipeline import post, wait_processed
@@ -197,3 +199,26 @@ async def test_a_store_that_does_not_answer_is_a_503_page_not_a_500(
     assert "Content-Security-Policy" in page.headers
     api = await client.get("/api/review", headers={"Cookie": "hh_console=some-token"})
     assert api.status == 503 and (await api.json())["error"].startswith("the store")
+
+
+async def test_overview_counts_alerts_since_its_first_sample_from_the_live_metrics(
+    console_app: Callable[..., Any], ingest: TestClient[Any, Any], settings: Settings,
+) -> None:
+    from console.app import OVERVIEW
+
+    console: RunningConsole = await console_app(
+        settings, metrics_urls=(str(ingest.make_url("/metrics")),))
+    overview = console.server.app[OVERVIEW]
+    async with aiohttp.ClientSession() as http:
+        await overview.sample(http)  # the first sample: the hour's baseline
+        assert await post(ingest, alert_body("over-1", "processing", "new")) == 200
+        refused = await ingest.post(CALLBACK_PATHS["callback"], data=b"not json")
+        assert refused.status == 400
+        await overview.sample(http)
+    viewer = await console.signed_in("victor")
+    figures = await (await viewer.get("/api/overview")).json()
+    assert figures["last_hour"]["hh_ingest_alerts"] == {"200": 1.0, "400": 1.0}
+    assert figures["last_hour"]["hh_ingest_rejections"] == {"not_json": 1.0}
+    assert figures["work_queue"]["messages"] >= 0 and figures["unreachable"] == []
+    page = await (await viewer.get("/")).text()
+    assert "not_json" in page
