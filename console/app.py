@@ -210,8 +210,8 @@ async def login_form(request: web.Request) -> web.StreamResponse:
 async def login(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     next_path = str(form.get("next", "/"))
-    if not next_path.startswith("/") or next_path.startswith("//"):
-        next_path = "/"  # never off-site
+    if not next_path.startswith("/") or next_path[1:2] in ("/", "\\"):
+        next_path = "/"  # never off-site (a browser reads a backslash like a slash)
     if not same_token(str(form.get("login_csrf", "")), request.cookies.get(LOGIN_COOKIE, "")):
         return _refuse(request, 403, "the sign-in form expired: load it again")
     name = str(form.get("name", ""))

@@ -27,7 +27,7 @@ from shared.topology import (
 )
 from shared.wire import CALLBACK_PATHS
 from tests.conftest import EventTap
-from tests.console_fixtures import RunningConsole
+from tests.console_fixtures import PASSWORDS, RunningConsole, csrf_of
 from tests.integration.test_pipeline import post, wait_processed
 from tests.keys import PROJECT_ID, alert_body
 from worker.app import Worker
@@ -67,6 +67,15 @@ async def test_a_page_without_a_session_sends_to_sign_in_and_the_api_answers_401
     assert "frame-ancestors 'none'" in login.headers["Content-Security-Policy"]
     assert login.headers["X-Content-Type-Options"] == "nosniff"
     assert login.headers["X-Frame-Options"] == "DENY"
+    # After signing in, never sent off-site, whatever `next` says.
+    for sneaky in ("//evil.example/", "/\\evil.example/", "https://evil.example/"):
+        client = console.client()
+        form = await client.get("/login")
+        token = csrf_of(await form.text())
+        signed = await client.http.post(client.url + "/login", data={
+            "login_csrf": token, "name": "olga", "password": PASSWORDS["olga"],
+            "next": sneaky}, allow_redirects=False)
+        assert (signed.status, signed.headers["Location"]) == (303, "/"), sneaky
     # A wrong password: refused, no session.
     refused = await anonymous.sign_in("olga", "not-her-password")
     assert refused.status == 401
