@@ -32,9 +32,7 @@ from shared.registration import Registration
 from shared.settings import Settings, SettingsError, load_settings
 from shared.wire import FLOWS, PRODUCTS
 from worker import parts
-from worker.records import utc
 from worker.retention import Retention, ttl_seconds
-from worker.schedule import next_slot
 from worker.store import OrderStore
 
 
@@ -85,18 +83,11 @@ async def orders_poll_now(settings: Settings, project_id: str, payment_id: str) 
     try:
         async with aiohttp.ClientSession() as session:
             worker = parts.build(settings, client, broker, session)
-            store = worker.store
-            view = await store.c.orders.find_one({"_id": key})
-            if view is None or view["final"]:
-                print(f"{key}: {'no such order' if view is None else 'already final'}",
-                      file=sys.stderr)
-                return 1
-            slot = next_slot(view, await store.schedule(key))
-            made = await worker.poller.poll(view, slot, utc(time.time()))
-        if not made:
-            print(f"{key}: another replica is polling it right now", file=sys.stderr)
+            outcome = await worker.poller.poll_now(key)
+        if outcome != "polled":
+            print(f"{key}: {outcome}", file=sys.stderr)
             return 1
-        _print({"polled": key, "order": await store.c.orders.find_one({"_id": key})})
+        _print({"polled": key, "order": await worker.store.c.orders.find_one({"_id": key})})
         return 0
     finally:
         await broker.close()

@@ -18,7 +18,6 @@ from shared.envelope import AlertEnvelope, InvalidEnvelope
 from shared.mongo import Collections
 from worker.parts import Parts
 from worker.records import utc
-from worker.schedule import next_slot
 
 log = structlog.get_logger("console")
 DEAD_LETTERS_SCOPE = "dead-letters"
@@ -44,17 +43,9 @@ async def mark_reviewed(c: Collections, order_id: str, operator: Operator, note:
 
 
 async def poll_now(parts: Parts, order_id: str, operator: Operator) -> str:
-    """Poll the gateway for one order now, through the same claim and state machine."""
-    store = parts.store
-    view = await store.c.orders.find_one({"_id": order_id})
-    if view is None:
-        return "no such payment"
-    if view["final"]:
-        return "already final: nothing to poll"
-    slot = next_slot(view, await store.schedule(order_id))
-    made = await parts.poller.poll(view, slot, utc(time.time()))
-    outcome = "polled" if made else "another worker is polling it right now"
-    await audit(store.c, order_id, operator, "poll_now", outcome=outcome)
+    """Poll the gateway for one order now (worker.poller.Poller.poll_now), audited."""
+    outcome = await parts.poller.poll_now(order_id)
+    await audit(parts.store.c, order_id, operator, "poll_now", outcome=outcome)
     return outcome
 
 

@@ -103,6 +103,20 @@ class Poller:
                 await asyncio.sleep(pause)
         return count
 
+    async def poll_now(self, order_id: str) -> str:
+        """Poll one order at once, out of its schedule (an operator asked: `hh-admin orders
+        poll-now`, the console), through the same claim and state machine. The outcome, in
+        words."""
+        view = await self.store.c.orders.find_one({"_id": order_id})
+        if view is None:
+            return "no such payment"
+        if view["final"]:
+            return "already final: nothing to poll"
+        slot = next_slot(view, await self.store.schedule(order_id))
+        if not await self.poll(view, slot, utc(time.time())):
+            return "another worker is polling it right now"
+        return "polled"
+
     async def poll(self, order: dict[str, object], slot: Slot, now: datetime) -> bool:
         order_id = str(order["_id"])
         claimed = await self.store.claim_poll(order_id, slot, self.owner, now,

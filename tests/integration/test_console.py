@@ -26,9 +26,10 @@ from shared.topology import (
     REASON_HEADER,
 )
 from shared.wire import CALLBACK_PATHS
-from tests.conftest import EventTap
+from tests.conftest import EventTap, wait_until
 from tests.console_fixtures import PASSWORDS, RunningConsole, csrf_of
 from tests.integration.test_pipeline import post, wait_processed
+from tests.integration.test_reconciliation import stack  # noqa: F401
 from tests.keys import PROJECT_ID, alert_body
 from worker.app import Worker
 from worker.records import utc
@@ -231,3 +232,36 @@ async def test_overview_counts_alerts_since_its_first_sample_from_the_live_metri
     assert figures["work_queue"]["messages"] >= 0 and figures["unreachable"] == []
     page = await (await viewer.get("/")).text()
     assert "not_json" in page
+
+
+async def test_poll_now_asks_the_gateway_and_settles_the_payment_audited(
+    stack: Callable[..., Any], console_app: Callable[..., Any],  # noqa: F811
+) -> None:
+    from sandbox.scenarios import Chaos
+    from tests.integration.test_reconciliation import callback_base
+
+    # The sandbox's alerts are all lost and nothing polls by itself: only the button will.
+    async with stack(Chaos(drop_rate=1.0, step_delay_s=0.05), enabled=False) as s:
+        await s.client.create_payment("p2p", "payin", "poll-me", 100, "RUB", "card-p2p",
+                                      callback_base(s),
+                                      extra={"sandbox": {"scenario": "success"}})
+
+        async def registered() -> bool:
+            return await s.db.orders.find_one({"_id": f"{PROJECT_ID}:poll-me"}) is not None
+        await wait_until(registered, 20, "the payment registered")
+        console: RunningConsole = await console_app(s.settings)
+        olga = await console.signed_in("olga")
+        path = f"/payments/{PROJECT_ID}/poll-me"
+
+        async def settled_at_the_gateway() -> bool:  # the sandbox's own steps take a moment
+            done = await olga.post(f"/api{path}/poll")
+            view = await s.db.orders.find_one({"_id": f"{PROJECT_ID}:poll-me"})
+            return done.status == 200 and bool(view and view["final"])
+        await wait_until(settled_at_the_gateway, 30, "a poll that finds the payment final", 0.5)
+        again = await olga.post(f"/api{path}/poll")
+        assert (await again.json())["result"] == "already final: nothing to poll"
+        missing = await olga.post(f"/api/payments/{PROJECT_ID}/nobody/poll")
+        assert (await missing.json())["result"] == "no such payment"
+        audit = [e["outcome"] for e in (await (await olga.get("/api" + path)).json())
+                 ["story"]["audit"]]
+        assert "polled" in audit and audit[-1] == "already final: nothing to poll"
