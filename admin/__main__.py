@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 
 from admin import dlq
+from console import story
 from ingest.diagnose import diagnose
 from shared import logs, mongo
 from shared.alert import order_id
@@ -41,26 +42,18 @@ def _print(value: Any) -> None:
 
 
 async def orders_show(settings: Settings, project_id: str, payment_id: str) -> int:
+    """The payment's whole story, as the console shows it (console.story: each read by _id)."""
     client = mongo.client(settings.mongo)
     c = mongo.Collections.of(client[settings.mongo.database])
     key = order_id(project_id, payment_id)
-    view = await c.orders.find_one({"_id": key})
-    if view is None:
-        print(f"no order {key}", file=sys.stderr)
+    try:
+        found = await story.story(c, key, settings.retention)
+    finally:
         await client.close()
+    if found is None:
+        print(f"no order {key}", file=sys.stderr)
         return 1
-    history = []
-    for seq in range(1, int(view["seq"]) + 1):
-        t = await c.transitions.find_one({"_id": f"{key}:{seq}"})
-        if t is not None:
-            history.append({k: t[k] for k in ("seq", "from", "to", "source", "recorded_at")})
-    made = int(view.get("polls") or 0)  # views written before polling have no count
-    polls = [await c.polls.find_one({"_id": f"{key}:{n}"}) for n in range(1, made + 1)]
-    _print({"order": view, "history": history,
-            "schedule": await c.poll_schedule.find_one({"_id": key}),
-            "polls": [{k: p.get(k) for k in ("attempt", "outcome", "claimed_at", "finished_at")}
-                      for p in polls if p]})
-    await client.close()
+    _print(found)
     return 0
 
 

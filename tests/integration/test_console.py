@@ -85,7 +85,7 @@ async def test_a_page_without_a_session_sends_to_sign_in_and_the_api_answers_401
 
 async def test_find_by_payment_id_request_id_and_idempotency_key_then_read_the_story(
     console_app: Callable[..., Any], ingest: TestClient[Any, Any], worker: Worker,
-    settings: Settings, events: EventTap,
+    settings: Settings, events: EventTap, capsys: pytest.CaptureFixture[str],
 ) -> None:
     now = int(time.time())
     assert await post(ingest, alert_body("story-1", "processing", "new"), ts=now - 30) == 200
@@ -121,6 +121,15 @@ async def test_find_by_payment_id_request_id_and_idempotency_key_then_read_the_s
     for listing in ("/activity", "/review", "/anomalies", "/dead-letters", "/"):
         assert (await viewer.get(listing)).status == 200, listing
     assert "Redrive" not in await (await viewer.get("/dead-letters")).text()
+
+    # hh-admin orders show prints the same story.
+    from admin.__main__ import orders_show
+    capsys.readouterr()
+    assert await orders_show(settings, PROJECT_ID, "story-1") == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert [a["outcome"] for a in printed["alerts"]] == ["applied", "applied", "stale"]
+    assert printed["order"]["status"] == "success"
+    assert await orders_show(settings, PROJECT_ID, "no-such") == 1
 
 
 async def test_changes_are_refused_without_csrf_forged_csrf_or_the_operator_role(
