@@ -145,11 +145,15 @@ class Retention:
         await self._delete(self.c.published, markers)
 
     async def _glances(self, now: float) -> None:
-        """The console's short-lived records: activity minutes older than a day, and expired
-        sign-ins. Both collections stay small (a document a minute; one per sign-in)."""
+        """The console's records that would otherwise pile up: activity minutes older than a
+        day, expired sign-ins, and payments reviewed longer ago than inbox_days (the audit
+        keeps who reviewed them). So each of these collections stays small, and the console's
+        lists, which read them whole, cost the same at any history."""
+        reviewed_before = self._cutoff(self.settings.inbox_days, now)
         for collection, stale in (
                 (self.c.activity, {"_id": {"$lt": minute_id(now - DAY_S)}}),
-                (self.c.sessions, {"expires_at": {"$lt": utc(now)}})):
+                (self.c.sessions, {"expires_at": {"$lt": utc(now)}}),
+                (self.c.attention, {"reviewed.at": {"$lt": reviewed_before}})):
             if self._dry_run:
                 gone = await collection.count_documents(stale)
             else:

@@ -101,8 +101,16 @@ async def test_retention_drops_old_activity_minutes_and_expired_console_sessions
                                       {"_id": minute_id(now), "events": []}])
         await c.sessions.insert_many([{"_id": "old", "expires_at": utc(now - 1)},
                                       {"_id": "live", "expires_at": utc(now + 3600)}])
+        days = settings.retention.inbox_days
+        await c.attention.insert_many([
+            {"_id": "reviewed-long-ago", "reviewed": {"at": utc(now - (days + 1) * 86400)}},
+            {"_id": "reviewed-today", "reviewed": {"at": utc(now - 3600)}},
+            {"_id": "waiting", "reviewed": None}])
         taken = await Retention(worker.store, settings.retention).run(now)
         assert (taken["activity"], taken["console_sessions"]) == (1, 1)
+        assert taken["attention"] == 1
+        assert sorted([d["_id"] async for d in c.attention.find({})]) == [
+            "reviewed-today", "waiting"]
         assert [d["_id"] async for d in c.activity.find({})] == [minute_id(now)]
         assert [d["_id"] async for d in c.sessions.find({})] == ["live"]
     finally:
