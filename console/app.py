@@ -217,7 +217,10 @@ async def login(request: web.Request) -> web.StreamResponse:
     name = str(form.get("name", ""))
     operator = request.app[USERS].check(name, str(form.get("password", "")))
     if operator is None:
-        log.warning("console_sign_in_refused", name=name[:64])
+        # An unknown name is not logged: it may be a password typed in the wrong field.
+        users = request.app[USERS]
+        log.warning("console_sign_in_refused", name=name if users.known(name) else None,
+                    name_known=users.known(name))
         token = secrets.token_urlsafe(16)
         response = aiohttp_jinja2.render_template(
             "login.html", request, {"login_csrf": token, "next": next_path, "operator": None,

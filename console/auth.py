@@ -90,6 +90,9 @@ class Users:
     def __len__(self) -> int:
         return len(self._users)
 
+    def known(self, name: str) -> bool:
+        return name in self._users
+
     def check(self, name: str, password: str) -> Operator | None:
         role, stored = self._users.get(name, ("", self._decoy))
         if password_matches(password, stored) and role:

@@ -31,6 +31,7 @@ from tests.console_fixtures import PASSWORDS, RunningConsole, csrf_of
 from tests.integration.test_pipeline import post, wait_processed
 from tests.integration.test_reconciliation import stack  # noqa: F401
 from tests.keys import PROJECT_ID, alert_body
+from tests.logcapture import captured
 from worker.app import Worker
 from worker.records import utc
 
@@ -81,6 +82,12 @@ async def test_a_page_without_a_session_sends_to_sign_in_and_the_api_answers_401
     refused = await anonymous.sign_in("olga", "not-her-password")
     assert refused.status == 401
     assert (await anonymous.get("/")).status == 303
+    # A password typed into the name field is refused and never logged.
+    with captured() as entries:
+        assert (await anonymous.sign_in("olga-operator-password", "x")).status == 401
+    [line] = [e for e in entries if e["event"] == "console_sign_in_refused"]
+    assert line["name"] is None and line["name_known"] is False
+    assert "olga-operator-password" not in json.dumps(entries, default=str)
 
 
 async def test_find_by_payment_id_request_id_and_idempotency_key_then_read_the_story(
