@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aio_pika
@@ -14,6 +15,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from admin import dlq
+from sandbox.scenarios import Chaos
 from shared.envelope import AlertEnvelope
 from shared.mongo import Collections
 from shared.settings import Settings
@@ -29,7 +31,11 @@ from shared.wire import CALLBACK_PATHS
 from tests.conftest import EventTap, wait_until
 from tests.console_fixtures import PASSWORDS, RunningConsole, csrf_of
 from tests.integration.test_pipeline import post, wait_processed
-from tests.integration.test_reconciliation import stack  # noqa: F401
+from tests.integration.test_reconciliation import (  # noqa: F401 - stack: a fixture
+    Stack,
+    callback_base,
+    stack,
+)
 from tests.keys import PROJECT_ID, alert_body
 from tests.logcapture import captured
 from worker.app import Worker
@@ -50,6 +56,22 @@ async def dead_letter(channel: aio_pika.abc.AbstractChannel, payment_id: str,
         headers={REASON_HEADER: reason, DEAD_AT_HEADER: utc(time.time()).isoformat(),
                  ATTEMPTS_HEADER: 12, ORIGIN_HEADER: PROCESS_QUEUE}), "")
     return message_id
+
+
+@asynccontextmanager
+async def waiting_sandbox_payment(build: Callable[..., Any], payment_id: str,
+                                  amount: int = 100) -> AsyncIterator[Stack]:
+    """A payment the sandbox created whose alerts are all lost, with nothing polling by
+    itself: it waits, registered, for an operator. `build`: the `stack` fixture."""
+    async with build(Chaos(drop_rate=1.0, step_delay_s=0.05), enabled=False) as s:
+        await s.client.create_payment("p2p", "payin", payment_id, amount, "RUB", "card-p2p",
+                                      callback_base(s),
+                                      extra={"sandbox": {"scenario": "success"}})
+
+        async def registered() -> bool:
+            return await s.db.orders.find_one({"_id": f"{PROJECT_ID}:{payment_id}"}) is not None
+        await wait_until(registered, 20, f"the sandbox's payment {payment_id} registered")
+        yield s
 
 
 async def letters(worker: Worker) -> list[str]:
@@ -253,18 +275,8 @@ async def test_overview_counts_alerts_since_its_first_sample_from_the_live_metri
 async def test_poll_now_asks_the_gateway_and_settles_the_payment_audited(
     stack: Callable[..., Any], console_app: Callable[..., Any],  # noqa: F811
 ) -> None:
-    from sandbox.scenarios import Chaos
-    from tests.integration.test_reconciliation import callback_base
-
-    # The sandbox's alerts are all lost and nothing polls by itself: only the button will.
-    async with stack(Chaos(drop_rate=1.0, step_delay_s=0.05), enabled=False) as s:
-        await s.client.create_payment("p2p", "payin", "poll-me", 100, "RUB", "card-p2p",
-                                      callback_base(s),
-                                      extra={"sandbox": {"scenario": "success"}})
-
-        async def registered() -> bool:
-            return await s.db.orders.find_one({"_id": f"{PROJECT_ID}:poll-me"}) is not None
-        await wait_until(registered, 20, "the payment registered")
+    # Only the button will settle it.
+    async with waiting_sandbox_payment(stack, "poll-me") as s:
         console: RunningConsole = await console_app(s.settings)
         olga = await console.signed_in("olga")
         path = f"/payments/{PROJECT_ID}/poll-me"

@@ -13,11 +13,10 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, async_playwright, expect
 
-from sandbox.scenarios import Chaos
 from tests.conftest import wait_until
 from tests.console_fixtures import PASSWORDS, RunningConsole
-from tests.integration.test_console import dead_letter
-from tests.integration.test_reconciliation import Stack, callback_base, stack  # noqa: F401
+from tests.integration.test_console import dead_letter, waiting_sandbox_payment
+from tests.integration.test_reconciliation import stack  # noqa: F401 - a fixture
 from tests.keys import PROJECT_ID
 
 pytestmark = pytest.mark.services
@@ -41,16 +40,7 @@ async def test_sign_in_find_a_payment_redrive_its_dead_letter_and_see_it_settle(
     stack: Callable[..., Any], console_app: Callable[..., Any], browser: Browser,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    # Every alert of the sandbox is lost and nothing polls: the payment waits, registered.
-    async with stack(Chaos(drop_rate=1.0, step_delay_s=0.05), enabled=False) as s:
-        s: Stack  # type: ignore[no-redef]
-        await s.client.create_payment("p2p", "payin", "browser-1", 150000, "RUB", "card-p2p",
-                                      callback_base(s),
-                                      extra={"sandbox": {"scenario": "success"}})
-
-        async def registered() -> bool:
-            return await s.db.orders.find_one({"_id": f"{PROJECT_ID}:browser-1"}) is not None
-        await wait_until(registered, 20, "the sandbox's payment registered")
+    async with waiting_sandbox_payment(stack, "browser-1", 150000) as s:
         # Its success alert, dead-lettered (as after a store outage longer than the retries).
         await dead_letter(s.channel, "browser-1")
         console: RunningConsole = await console_app(s.settings)
