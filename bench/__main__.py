@@ -28,8 +28,9 @@ from bench.loadgen import (
 )
 from bench.processes import Service
 from shared import logs, mongo
+from shared.broker import check_delays
 from shared.settings import Settings, load_settings
-from shared.topology import PROCESS_QUEUE, contract_topology, declare
+from shared.topology import DUE_QUEUE, PROCESS_QUEUE, contract_topology, declare, wait_queue
 
 INGEST_PORT, WORKER_PORT, NOOP_PORT = 18080, 18081, 18082
 LOAD_SHARES = (0.25, 0.50, 0.80)
@@ -60,17 +61,22 @@ class Bench:
               f" p99 {lat.get('p99', 0):.2f} ms  {row['statuses']}", flush=True)
         return row
 
-    async def fresh(self) -> None:
-        """Empty queues and database between stages."""
+    async def fresh(self, *, last: bool = False) -> None:
+        """Empty queues and database between stages: the alerts, the stale checks waiting or
+        due (they would reach a later stage, or the next test run), the events queue; `last`:
+        the events queue goes (bound to order.#, it would make every event routable)."""
         client: Any = mongo.client(self.settings.mongo)
         await client.drop_database(self.settings.mongo.database)
         await client.close()
         async with await aio_pika.connect_robust(self.settings.amqp.url) as connection:
             channel = await connection.channel()
+            delays = check_delays(self.settings.poller)
             declared = await declare(channel, contract_topology(
-                self.settings.amqp.delivery_limit, self.settings.worker.retry_delays_s))
-            await declared.queues[PROCESS_QUEUE].purge()
-            await stages.events_queue(channel)
+                self.settings.amqp.delivery_limit, self.settings.worker.retry_delays_s, delays))
+            for name in (PROCESS_QUEUE, DUE_QUEUE, *map(wait_queue, delays)):
+                await declared.queues[name].purge()
+            events = await stages.events_queue(channel)
+            await (events.delete(if_unused=False, if_empty=False) if last else events.purge())
 
     async def http_runs(self) -> None:
         """Ceiling (a), ceilings (b)/(c), and ingest with RSA and HMAC."""
@@ -258,7 +264,7 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         bench.env, folder, bench.settings.amqp.url, bench.fresh, requests=args.requests,
         concurrency=args.concurrency, alerts=args.alerts, rounds=args.tracing_rounds,
         ingest_port=INGEST_PORT, worker_port=WORKER_PORT)
-    await bench.fresh()
+    await bench.fresh(last=True)
     bench.results["peak_rss_mb"] = {k: round(v, 1) for k, v in bench.rss.items()}
     bench.results["machine"] = machine()
     bench.results["command"] = "make bench" + (f" ARGS=\"{' '.join(sys.argv[1:])}\""

@@ -20,7 +20,14 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ingest.app import BROKER, create_app
 from shared import mongo
-from shared.settings import AmqpSettings, Settings, WorkerSettings, parse_settings
+from shared.broker import check_delays
+from shared.settings import (
+    AmqpSettings,
+    PollerSettings,
+    Settings,
+    WorkerSettings,
+    parse_settings,
+)
 from shared.topology import (
     DEAD_QUEUE,
     DUE_QUEUE,
@@ -30,6 +37,7 @@ from shared.topology import (
     contract_topology,
     declare,
     retry_queue,
+    wait_queue,
 )
 from tests import (
     contract_check,
@@ -195,8 +203,11 @@ async def amqp(services: None) -> AsyncIterator[aio_pika.abc.AbstractChannel]:
     connection = await aio_pika.connect_robust(AMQP_URL)
     channel = await connection.channel()
     delays = WorkerSettings().retry_delays_s
-    declared = await declare(channel, contract_topology(AmqpSettings().delivery_limit, delays))
-    names = [PROCESS_QUEUE, DEAD_QUEUE, REGISTER_QUEUE, DUE_QUEUE, *map(retry_queue, delays)]
+    waits = check_delays(PollerSettings())  # checks an earlier run (the soak) left waiting
+    declared = await declare(channel, contract_topology(AmqpSettings().delivery_limit, delays,
+                                                        waits))
+    names = [PROCESS_QUEUE, DEAD_QUEUE, REGISTER_QUEUE, DUE_QUEUE, *map(retry_queue, delays),
+             *map(wait_queue, waits)]
     for name in names:
         await declared.queues[name].purge()
     yield channel
