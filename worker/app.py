@@ -22,7 +22,8 @@ from shared.settings import Settings
 from shared.topology import DUE_QUEUE, PROCESS_QUEUE, REGISTER_QUEUE, WATCHED_QUEUES
 from worker import parts
 from worker.consumer import BACKLOG_QUEUES, Consumer
-from worker.retention import Retention, ttl_seconds
+from worker.maintenance import Maintenance
+from worker.retention import ttl_seconds
 
 log = structlog.get_logger("worker")
 STOP_STEP_S = 10.0  # the longest any one step of a stop may take
@@ -48,11 +49,12 @@ class Worker:
                                 settings.amqp.queue_watch_interval_s, consumed=BACKLOG_QUEUES)
         self.consumer = Consumer(self.broker, self.processor, self.poller, settings.worker,
                                  self.watch)
+        self.maintenance = Maintenance(self.processor, self.poller, settings.worker,
+                                       settings.poller, settings.retention)
         self._tasks: list[asyncio.Task[None]] = []
         self._consumer_tags: list[tuple[object, str]] = []
         self._runner: web.AppRunner | None = None
         self.consuming = False  # /healthz says 200 only once the consumers run
-        self.expiring: set[str] = set()  # collections the server expires (TTL indexes)
         self.maintenance_looked = asyncio.Event()  # set once a period's maintenance is settled
         self.draining = False
 
@@ -64,7 +66,7 @@ class Worker:
         await self._wait_for_mongo()
         ttl = ttl_seconds(self.settings.retention, self.settings.poller,
                           await mongo.is_ferretdb(self.mongo_client))
-        self.expiring = await mongo.ensure_indexes(self.store.c, ttl)
+        self.maintenance.expiring = await mongo.ensure_indexes(self.store.c, ttl)
         await self.broker.connect_forever()
         assert self.broker.connection is not None
         channel = await self.broker.connection.channel()
@@ -101,25 +103,13 @@ class Worker:
         the period's job record - runs the jobs whose queries read whole collections."""
         interval = self.settings.worker.maintenance_interval_s
         while True:
-            period = int(time.time() // interval)
+            period = self.maintenance.period(time.time())
             try:
-                if await self.store.claim_job(f"maintenance:{interval:g}:{period}",
-                                              self.poller.owner):
-                    await self._maintain()
+                await self.maintenance.run_period(period)
             except Exception as exc:  # noqa: BLE001 - the next period tries again
                 log.warning("maintenance_failed", error=type(exc).__name__)
             self.maintenance_looked.set()
             await asyncio.sleep(max(0.0, (period + 1) * interval - time.time()))
-
-    async def _maintain(self) -> None:
-        started = time.monotonic()
-        relayed = await self.processor.relay_once(
-            self.settings.worker.relay_grace_s, self.settings.worker.relay_window_s)
-        swept = await self.poller.sweep() if self.settings.poller.enabled else 0
-        if self.settings.retention.enabled:
-            await Retention(self.store, self.settings.retention, self.expiring).run()
-        log.info("maintenance_done", events_relayed=relayed, checks_rescheduled=swept,
-                 seconds=round(time.monotonic() - started, 3))
 
     async def stop(self) -> None:
         """Stop consuming, let in-flight messages finish, then close everything."""

@@ -112,10 +112,11 @@ class InsertBatcher(_Batcher):
 
 
 class ReplaceBatcher(_Batcher):
-    async def replace(self, doc: Document) -> None:
-        """Upsert the whole document. Two first upserts of one `_id` may race: the loser's
-        duplicate key is not an error here (the view's writers check again after writing)."""
-        await self._submit(doc)
+    async def replace(self, doc: Document) -> bool:
+        """Upsert the whole document; False if it lost the race of two first upserts of one
+        `_id` (a duplicate key, not an error here): the other writer's document stands, and
+        the caller writes again."""
+        return await self._submit(doc)
 
     async def _write(self, docs: list[Document]) -> set[int]:
         try:

@@ -1,8 +1,10 @@
-"""The one place that wires the worker's parts together: the worker process and `hh-admin`
-(poll-now) build the same store, processor and poller from the settings."""
+"""The one place that wires the worker's parts together: the worker process, `hh-admin`
+(poll-now) and the simulator (`sim/`) build the same store, processor and poller; only what
+they are given differs (real collections, broker and HighHelp clients, or in-memory ones)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -34,11 +36,18 @@ def gateway_clients(settings: Settings, session: aiohttp.ClientSession
             if project.request_key is not None}
 
 
+def assemble(settings: Settings, collections: mongo.Collections, broker: Broker,
+             clients: Mapping[str, GatewayClient], metrics: WorkerMetrics | None = None
+             ) -> Parts:
+    metrics = metrics or WorkerMetrics()
+    store = OrderStore(collections, settings.projects, settings.poller,
+                       settings.worker.batch_window_s)
+    processor = Processor(store, broker, metrics, settings.poller)
+    poller = Poller(processor, clients, settings.poller)
+    return Parts(metrics, store, processor, poller)
+
+
 def build(settings: Settings, db: AsyncMongoClient[mongo.Document], broker: Broker,
           http: aiohttp.ClientSession) -> Parts:
-    metrics = WorkerMetrics()
-    store = OrderStore(mongo.Collections.of(db[settings.mongo.database]), settings.projects,
-                       settings.poller, settings.worker.batch_window_s)
-    processor = Processor(store, broker, metrics, settings.poller)
-    poller = Poller(processor, gateway_clients(settings, http), settings.poller)
-    return Parts(metrics, store, processor, poller)
+    return assemble(settings, mongo.Collections.of(db[settings.mongo.database]), broker,
+                    gateway_clients(settings, http))

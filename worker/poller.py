@@ -14,6 +14,7 @@ from datetime import datetime
 
 import structlog
 
+from shared.alert import is_final
 from shared.broker import Broker, check_delays
 from shared.gateway import GatewayClient, GatewayError, GatewayRejected, NotPollable
 from shared.settings import PollerSettings
@@ -43,15 +44,28 @@ class Poller:
     async def on_check(self, check: Check, redelivered: bool = False) -> str:
         """Decide a due check; returns what became of it (for the log line)."""
         view = await self.store.c.orders.find_one({"_id": check.order_id})
-        if view is None or view["final"] or view["needs_review"] or view["seq"] != check.seq:
-            return "dropped"  # settled, given up, or moved on (a change schedules its own)
+        if view is not None and view["seq"] < check.seq:
+            # Behind the step the check was made at: a view writer crashed before its
+            # convergence re-read, and an older view stands. Rebuild it from the log.
+            view = await self.store.refresh_view(check.order_id)
+        if view is None or view["final"]:
+            return "dropped"  # settled
+        if view["needs_review"]:
+            # Given up. The poll that gave up may have failed before its order.stale went out
+            # (its schedule was then written by a repair): finish that.
+            await self._resume(check.order_id, await self.store.schedule(check.order_id))
+            return "dropped"
+        if view["seq"] != check.seq:
+            if view["seq"] > check.seq:  # moved on: a change schedules its own check
+                await self._resume_change(check.order_id)
+            return "dropped"
         schedule = await self.store.schedule(check.order_id)
         slot = next_slot(view, schedule)  # its ladder_step: the polls made at this seq
         if slot.ladder_step > check.step:
-            # This step's poll was made. If the message comes again after a crash (or was
-            # put back to wait), the crash may have come before the poll's follow-up went out.
-            if redelivered or check.recheck:
-                await self._resume(check.order_id, schedule)
+            # This step's poll was made. This check may be the one it was made for, come
+            # again after a crash or a failure (redelivered, or retried as a new message),
+            # and the poll's follow-up may not have gone out: its marker says.
+            await self._resume(check.order_id, schedule)
             return "made_already"
         if await self.poll(view, slot, utc(time.time())):
             return "polled"
@@ -74,6 +88,19 @@ class Poller:
             await self.store.refresh_view(order_id)
             return
         await self._schedule_next(order_id, schedule, resuming=True)
+
+    async def _resume_change(self, order_id: str) -> None:
+        """The order moved past a check. A change from an alert scheduled its own check; one
+        from a poll is followed by its owner's next check once the poll is finished, and the
+        owner may have crashed or failed before that (its check, come again, is this one):
+        then send the first check of the new step. A duplicate if the owner is only slow."""
+        latest = await self.store.latest_transition(order_id)
+        if latest is None or latest["source"] != "poll" or is_final(latest["to"]["status"]):
+            return
+        if await self.store.next_check_sent(latest["correlation_id"]):  # the poll's id
+            return
+        await publish_check(self.broker, Check(order_id, int(latest["seq"]), 0),
+                            check_delay(0, self.settings))
 
     async def _schedule_next(self, order_id: str, schedule: Document, *,
                              resuming: bool = False) -> None:

@@ -23,6 +23,9 @@ from worker.schedule import Slot
 
 VIEW_REFRESH_ROUNDS = 10
 HINT_CACHE_SIZE = 20_000
+# A hint older than this is not used: retention never deletes a log entry this young (its
+# shortest age is a day), so nothing after such a hint can have been deleted.
+HINT_MAX_AGE_S = 86400.0
 
 class OrderStore:
     def __init__(
@@ -92,6 +95,10 @@ class OrderStore:
         local MongoDB-compatible server indexes nothing but `_id` equality: a sorted query would
         read the whole log for every alert.)"""
         latest = self._seen.get(order_id)
+        if latest is not None and latest["recorded_at"] < utc(time.time() - HINT_MAX_AGE_S):
+            # Retention deletes the middle of an old log: probing on from an old hint could
+            # stop at that gap and take an old step for the head.
+            latest = None
         if latest is None:
             # No step 1 means no log at all: a new order (the common case) costs one read.
             latest = await self.c.transitions.find_one({"_id": f"{order_id}:1"})
@@ -186,12 +193,12 @@ class OrderStore:
         view: dict[str, Any] = {}
         for _ in range(VIEW_REFRESH_ROUNDS):
             view = order_view(order_id, latest, registration, schedule, defaults, self._poller)
-            await self._views.replace(view)
+            landed = await self._views.replace(view)
             newer, now_registration, now_schedule = await asyncio.gather(
                 self._newer(order_id, latest),
                 self._registration(order_id) if registration is None else _known(registration),
                 self.schedule(order_id))
-            changed = (newer is not latest or now_registration is not registration
+            changed = (not landed or newer is not latest or now_registration is not registration
                        or _schedule_version(now_schedule) != _schedule_version(schedule))
             if not changed:
                 break
