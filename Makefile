@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-unit test-deploy deploy-tools image soak bench services services-stop lint venv sample-alert demo
+SIM_SCHEDULES ?= 10000
+
+.PHONY: sim mutants run test test-unit test-deploy deploy-tools image soak bench services services-stop lint venv sample-alert demo
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +24,14 @@ services-stop:
 test: venv services  # the console's browser tests need Debian's chromium: installed once
 	deploy/tools.sh chromium
 	$(BIN)/pytest
+	$(MAKE) sim ARGS="--schedules $(SIM_SCHEDULES) --jobs 2"
+	$(MAKE) mutants
+
+sim: venv  # the worker under the deterministic simulator: ARGS="--seed S" replays one schedule
+	$(BIN)/python -m sim $(ARGS)
+
+mutants: venv  # each mutant of the worker must be caught by the simulator
+	$(BIN)/python -m sim.mutants $(ARGS)
 
 test-unit: venv  # no services needed: seconds
 	$(BIN)/pytest tests/unit

@@ -14,7 +14,6 @@ from datetime import datetime
 
 import structlog
 
-from shared.alert import is_final
 from shared.broker import Broker, check_delays
 from shared.gateway import GatewayClient, GatewayError, GatewayRejected, NotPollable
 from shared.settings import PollerSettings
@@ -57,7 +56,7 @@ class Poller:
             return "dropped"
         if view["seq"] != check.seq:
             if view["seq"] > check.seq:  # moved on: a change schedules its own check
-                await self._resume_change(check.order_id)
+                await self._resume_change(view)
             return "dropped"
         schedule = await self.store.schedule(check.order_id)
         slot = next_slot(view, schedule)  # its ladder_step: the polls made at this seq
@@ -89,17 +88,15 @@ class Poller:
             return
         await self._schedule_next(order_id, schedule, resuming=True)
 
-    async def _resume_change(self, order_id: str) -> None:
+    async def _resume_change(self, view: Document) -> None:
         """The order moved past a check. A change from an alert scheduled its own check; one
         from a poll is followed by its owner's next check once the poll is finished, and the
         owner may have crashed or failed before that (its check, come again, is this one):
         then send the first check of the new step. A duplicate if the owner is only slow."""
-        latest = await self.store.latest_transition(order_id)
-        if latest is None or latest["source"] != "poll" or is_final(latest["to"]["status"]):
+        poll_id = view.get("changed_by_poll")
+        if not poll_id or await self.store.next_check_sent(poll_id):
             return
-        if await self.store.next_check_sent(latest["correlation_id"]):  # the poll's id
-            return
-        await publish_check(self.broker, Check(order_id, int(latest["seq"]), 0),
+        await publish_check(self.broker, Check(str(view["_id"]), int(view["seq"]), 0),
                             check_delay(0, self.settings))
 
     async def _schedule_next(self, order_id: str, schedule: Document, *,

@@ -210,6 +210,10 @@ def order_view(
             final=is_final(to["status"]), seq=latest["seq"],
             gateway_time=utc(latest["gateway_time"]), updated_at=latest["recorded_at"],
         )
+    # The poll whose answer made the latest step, if one did: a check that finds the order
+    # moved on finishes that poll's follow-up if its owner could not (worker/poller.py).
+    view["changed_by_poll"] = (latest["correlation_id"] if latest is not None
+                               and latest["source"] == "poll" else None)
     view["needs_review"] = bool(schedule and schedule["gave_up"] and not view["final"])
     view["next_poll_at"] = next_poll_at(
         view["final"], view["seq"], view["updated_at"], schedule, poller)

@@ -26,7 +26,7 @@ from shared.registrar import publish_registration
 from shared.registration import Registration
 from shared.settings import Settings
 from shared.signature import load_signing_key
-from shared.topology import DUE_QUEUE
+from shared.topology import DUE_QUEUE, wait_queue
 from shared.wire import ALGORITHM_HEADER, SIGNATURE_HEADER, TOKEN_HEADER, request_headers
 from tests.conftest import EventTap, wait_until
 from tests.keys import PROJECT_ID, key_pem, vectors
@@ -412,6 +412,15 @@ async def test_the_sweep_reschedules_an_order_whose_check_was_lost(
     async with stack(Chaos(drop_rate=1.0, step_delay_s=0.05), enabled=False,
                      stale_after_s=0.5, sweep_grace_s=0.0) as s:
         view = await _stale_stuck_order(s, "lost-check")
+        # The order's own check may still wait for its delay: purge only once it is due, so
+        # that it cannot arrive after the purge (the test would race the broker's timer).
+        async def none_waiting() -> bool:
+            # aiormq's declare: aio-pika's robust channel answers a repeat from memory.
+            underlay = await s.channel.get_underlay_channel()
+            result = await underlay.queue_declare(wait_queue(0.5), passive=True)
+            return result.message_count == 0
+
+        await wait_until(none_waiting, what="the order's check to leave its wait queue")
         due = await s.channel.get_queue(DUE_QUEUE, ensure=False)
         await due.purge()  # an operator purged the queue: the check is gone
         with counting(s.settings.mongo.database) as commands:
