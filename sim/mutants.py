@@ -118,9 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     for mutant, caught, found, seconds in results:
         print(f"{'caught  ' if caught else 'SURVIVED'} {mutant.name:22} {seconds:6.1f}s  "
               f"{mutant.what}\n         {found[:230]}")
-    caught = sum(r[1] for r in results)
-    print(f"caught {caught} of {len(results)}")
-    return 0 if caught == len(results) else 1
+    total = sum(r[1] for r in results)
+    print(f"caught {total} of {len(results)}")
+    return 0 if total == len(results) else 1
 
 
 if __name__ == "__main__":
