@@ -9,8 +9,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared import mongo
+from shared.alert import order_id
 from shared.mongo import Collections, Document
 from shared.settings import RetentionSettings
+from worker import ids
 from worker.activity import minute_id
 
 LIST_LIMIT = 200
@@ -25,15 +27,15 @@ async def find(c: Collections, project_id: str, query: str) -> str | None:
         return None
     parts = query.split(":")
     if len(parts) >= 4 and await c.callbacks.find_one({"_id": query}, projection={"_id": 1}):
-        return f"{parts[0]}:{parts[1]}"
+        return order_id(parts[0], parts[1])
     candidates = [query] if len(parts) == 2 else []
     if project_id:
-        candidates.append(f"{project_id}:{query}")
-    for order_id in candidates:
-        if await c.orders.find_one({"_id": order_id}, projection={"_id": 1}):
-            return order_id
+        candidates.append(order_id(project_id, query))
+    for candidate in candidates:
+        if await c.orders.find_one({"_id": candidate}, projection={"_id": 1}):
+            return candidate
     if project_id:
-        found = await c.request_ids.find_one({"_id": f"{project_id}:{query}"})
+        found = await c.request_ids.find_one({"_id": ids.request_index(project_id, query)})
         if found is not None:
             return str(found["order_id"])
     return None
@@ -66,7 +68,7 @@ async def story(c: Collections, order_id: str, retention: RetentionSettings
     transitions: list[Document] = []
     alerts: list[Document] = []
     for seq in range(1, int(view["seq"]) + 1):
-        step = await c.transitions.find_one({"_id": f"{order_id}:{seq}"})
+        step = await c.transitions.find_one({"_id": ids.step(order_id, seq)})
         if step is None:
             transitions.append({"seq": seq, "trimmed": True})  # retention kept first and last
             continue
@@ -89,7 +91,7 @@ async def story(c: Collections, order_id: str, retention: RetentionSettings
     alerts.sort(key=lambda a: a.get("received_at") or datetime.min.replace(tzinfo=UTC))
     polls: list[Document] = []
     for attempt in range(1, int(view.get("polls") or 0) + 1):
-        poll = await c.polls.find_one({"_id": f"{order_id}:{attempt}"})
+        poll = await c.polls.find_one({"_id": ids.poll(order_id, attempt)})
         if poll is not None:
             polls.append({k: poll.get(k) for k in ("attempt", "claimed_at", "finished_at",
                                                    "outcome", "for_seq")})

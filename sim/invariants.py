@@ -70,9 +70,7 @@ def at_rest(world: World) -> None:
         if view is None:
             _fail(world, f"{order_id}: a log and no view, and nothing of it in the broker")
             return
-        untroubled = (world.crashes_left, world.faults_left) == (world.scenario.crashes,
-                                                                 world.scenario.faults)
-        if untroubled and log and view["seq"] != head:
+        if not world.troubles and log and view["seq"] != head:
             # With no crash or failure so far, every view writer finished its re-reads.
             _fail(world, f"{order_id}: at rest the view is at seq {view['seq']}, the log at "
                          f"{head}, with no crash or failure")

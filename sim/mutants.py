@@ -43,9 +43,8 @@ MUTANTS = (
            (("await self.store.mark_published(record)", "pass"),)),
     Mutant("event-id-of-attempt", "the event id taken from the attempt instead of the step",
            "worker/records.py",
-           (('event = _event(str(uuid.uuid5(EVENT_NAMESPACE, record_id)), "transition"',
-             'event = _event(str(uuid.uuid5(EVENT_NAMESPACE, obs.correlation_id)), '
-             '"transition"'),)),
+           (('event = _event(ids.event(record_id), "transition"',
+             'event = _event(ids.event(obs.correlation_id), "transition"'),)),
     Mutant("poll-claim-by-update", "a poll claimed by an update instead of an insert",
            "worker/store.py",
            (("existing = await self._insert_or_existing(self.c.polls, record)",
@@ -57,11 +56,33 @@ MUTANTS = (
            (("lock = self._locks.setdefault(key, asyncio.Lock())", "lock = asyncio.Lock()"),)),
     Mutant("view-no-reread", "the view written without its convergence re-read",
            "worker/store.py", (("            if not changed:", "            if True:"),)),
+    # The bugs the simulator found, each fix undone: each must be caught again.
+    Mutant("bug-poll-change-check-lost", "a poll's change whose follow-up failed: no repair",
+           "worker/poller.py",
+           (("            if view[\"seq\"] > check.seq:  # moved on",
+             "            if False:  # moved on"),)),
+    Mutant("bug-give-up-stale-lost", "a failed give-up poll: order.stale never repaired",
+           "worker/poller.py",
+           (("            await self._resume(check.order_id, await self.store.schedule("
+             "check.order_id))\n            return \"dropped\"",
+             "            return \"dropped\""),)),
+    Mutant("bug-older-view-stands", "a view behind its check's step is not rebuilt",
+           "worker/poller.py",
+           (("if view is not None and view[\"seq\"] < check.seq:", "if False:"),)),
+    Mutant("bug-lost-upsert-race", "a view upsert that lost the first-upsert race counts",
+           "worker/store.py", (("changed = (not landed or ", "changed = (False or "),)),
+    Mutant("bug-old-hint-across-gap", "an old log-head hint trusted across retention's gap",
+           "worker/store.py",
+           (("if latest is not None and latest[\"recorded_at\"] <",
+             "if False and latest[\"recorded_at\"] <"),)),
+    Mutant("bug-retry-leaves-old-view", "a retried stale alert leaves an older view standing",
+           "worker/processor.py",
+           (("elif again and latest is not None:", "elif False:"),)),
     Mutant("inbox-first", "the inbox record written before the alert is applied",
            "worker/processor.py",
-           (("verdict = await self.apply(obs)",
+           (("verdict = await self.apply(obs, again=again)",
              "await self.store.record_alert(inbox_record(alert, envelope, 'applied', "
-             "time.time())); verdict = await self.apply(obs)"),)),
+             "time.time())); verdict = await self.apply(obs, again=again)"),)),
 )
 
 

@@ -46,6 +46,7 @@ class Point:
     label: str
     can_fail_after: bool
     future: asyncio.Future[Go]
+    since: float  # virtual time the call was made
 
 
 class _VirtualSelector(selectors.SelectSelector):
@@ -94,7 +95,7 @@ class Scheduler:
         if replica.dead:
             raise Crashed(replica.name)
         future: asyncio.Future[Go] = self.loop.create_future()
-        self.points.append(Point(replica, label, can_fail_after, future))
+        self.points.append(Point(replica, label, can_fail_after, future, self.loop.now))
         return await future
 
     def spawn(self, replica: Replica, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:

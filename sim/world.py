@@ -30,7 +30,8 @@ from worker.maintenance import Maintenance
 MAX_STEPS = 200_000
 RETENTION_WAIT_S = 40 * 86400.0  # past every retention age
 RELAY_WINDOW_S = 30 * 86400.0
-ADVANCE_P = 0.03  # the chance, at a step with work waiting, that time moves on instead
+ADVANCE_P = 0.03
+CALL_TIMEOUT_S = 10.0  # the longest a client waits for a call (MongoSettings: 2 x 5 s)  # the chance, at a step with work waiting, that time moves on instead
 
 
 class Violation(AssertionError):
@@ -82,6 +83,7 @@ class World:
         self.tracing = trace
         self.trace: list[str] = []
         self.quiet_checks = 0
+        self.troubles = 0  # crashes, failed calls and timeouts so far
         self.kept: set[str] = set()  # transition ids retention left
 
     # --- replicas ---------------------------------------------------------------------------
@@ -140,12 +142,19 @@ class World:
         roll = self.rng.random()
         if self.crashes_left and roll < self.scenario.crash_p:
             self.crashes_left -= 1
+            self.troubles += 1
             self.note(f"{point.replica.name} at {point.label}")
             self.crash(point.replica)
             return
         go = Go.ON
-        if self.faults_left and roll > 1 - self.scenario.fault_p:
+        if self.loop.now - point.since > CALL_TIMEOUT_S:
+            self.troubles += 1
+            # The clients give up on a call this old (the store's timeoutMS, the publish
+            # timeout, the gateway's); a write may still land.
+            go = Go.FAIL_AFTER if point.can_fail_after else Go.FAIL
+        elif self.faults_left and roll > 1 - self.scenario.fault_p:
             self.faults_left -= 1
+            self.troubles += 1
             go = Go.FAIL_AFTER if point.can_fail_after and self.rng.random() < 0.5 else Go.FAIL
         self.note(f"{point.replica.name} {point.label}{'' if go is Go.ON else ' -> ' + go.value}")
         point.future.set_result(go)
@@ -196,7 +205,8 @@ class World:
         # writer crashed when no redelivery would finish it (it leaves the last few seconds).
         # A maintenance that crashes is followed by the next period's: here, one that does not.
         self.crashes_left = self.faults_left = 0
-        await asyncio.sleep(self.settings.worker.relay_grace_s + 1)
+        interval = self.settings.worker.maintenance_interval_s
+        await asyncio.sleep(interval - time.time() % interval + 1)  # the next period's
         self.maintain()
         await self.drive()
         invariants.at_end(self)

@@ -70,24 +70,25 @@ class Consumer:
     async def on_check(self, message: AbstractIncomingMessage) -> None:
         await self._handle(message, self._process_check, DUE_QUEUE)
 
-    async def _process_check(self, message: AbstractIncomingMessage) -> None:
+    async def _process_check(self, message: AbstractIncomingMessage, again: bool) -> None:
         try:
             check = Check.from_bytes(message.body)
         except InvalidCheck as exc:
             raise PermanentFailure(f"invalid: {exc}") from None
         with structlog.contextvars.bound_contextvars(order_id=check.order_id, seq=check.seq,
                                                      step=check.step):
-            outcome = await self.poller.on_check(check, bool(message.redelivered))
+            outcome = await self.poller.on_check(check, again)
             log.info("check_processed", outcome=outcome)
 
-    async def _process_alert(self, message: AbstractIncomingMessage) -> None:
+    async def _process_alert(self, message: AbstractIncomingMessage, again: bool) -> None:
         try:
             envelope = AlertEnvelope.from_bytes(message.body)
-            await self.processor.handle_alert(envelope)
+            await self.processor.handle_alert(envelope, again=again)
         except (InvalidEnvelope, InvalidAlert) as exc:
             raise PermanentFailure(f"invalid: {exc}") from None
 
-    async def _process_registration(self, message: AbstractIncomingMessage) -> None:
+    async def _process_registration(self, message: AbstractIncomingMessage,
+                                    _again: bool) -> None:
         try:
             registration = parse_registration(json.loads(message.body))
         except (ValueError, InvalidAlert) as exc:
@@ -106,7 +107,7 @@ class Consumer:
 
     async def _handle(
         self, message: AbstractIncomingMessage,
-        work: Callable[[AbstractIncomingMessage], Awaitable[None]], queue: str,
+        work: Callable[[AbstractIncomingMessage, bool], Awaitable[None]], queue: str,
     ) -> None:
         """Run `work`; ack on success. A failure that may pass waits in a retry queue and
         comes back to `queue`; one that cannot goes to the dead letters, `queue` recorded."""
@@ -140,12 +141,16 @@ class Consumer:
             self.in_flight.discard(task)
 
     async def _with_quick_retries(
-        self, work: Callable[[AbstractIncomingMessage], Awaitable[None]],
+        self, work: Callable[[AbstractIncomingMessage, bool], Awaitable[None]],
         message: AbstractIncomingMessage,
     ) -> None:
+        """Run `work`, telling it whether the message was tried before (redelivered after a
+        crash, back from a retry queue, or failed here a moment ago): an earlier try may have
+        left its work half done."""
+        again = bool(message.redelivered) or _attempts_so_far(message) > 0
         for pause in self.settings.quick_retries_s:
             try:
-                await work(message)
+                await work(message, again)
                 return
             except PermanentFailure:
                 raise
@@ -153,7 +158,8 @@ class Consumer:
                 self.processor.metrics.failures.labels("transient").inc()
                 log.info("message_retrying", error=type(exc).__name__, pause_s=pause)
                 await asyncio.sleep(pause)
-        await work(message)
+                again = True
+        await work(message, again)
 
     async def _forward(
         self, message: AbstractIncomingMessage, exchange: str, routing_key: str,

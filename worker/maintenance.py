@@ -9,6 +9,7 @@ import time
 import structlog
 
 from shared.settings import PollerSettings, RetentionSettings, WorkerSettings
+from worker import ids
 from worker.poller import Poller
 from worker.processor import Processor
 from worker.retention import Retention
@@ -31,7 +32,7 @@ class Maintenance:
 
     async def run_period(self, period: int) -> bool:
         """Run the period's jobs if this replica claims the period; True if it did."""
-        job_id = f"maintenance:{self.worker.maintenance_interval_s:g}:{period}"
+        job_id = ids.maintenance_job(self.worker.maintenance_interval_s, period)
         if not await self.processor.store.claim_job(job_id, self.poller.owner):
             return False
         await self.run()

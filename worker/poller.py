@@ -17,6 +17,7 @@ import structlog
 from shared.broker import Broker, check_delays
 from shared.gateway import GatewayClient, GatewayError, GatewayRejected, NotPollable
 from shared.settings import PollerSettings
+from worker import ids
 from worker.checks import Check, publish_check
 from worker.processor import Processor
 from worker.records import Document, Observation, stale_record, utc
@@ -80,7 +81,8 @@ class Poller:
         if schedule is None:
             return
         if schedule["gave_up"]:
-            record = await self.store.c.polls.find_one({"_id": f"{order_id}:{schedule['attempt']}"})
+            record = await self.store.c.polls.find_one(
+                {"_id": ids.poll(order_id, int(schedule["attempt"]))})
             if record is not None and "event" in record and not await self.store.is_published(
                     record):
                 await self.processor.publish_record(record)
@@ -104,7 +106,7 @@ class Poller:
         """Publish the check that follows the poll `schedule` names, and note on that poll's
         record that it went out (so a redelivery does not send it twice)."""
         check = Check(order_id, int(schedule["last_seq"]), int(schedule["ladder_step"]))
-        poll_id = f"{order_id}:{schedule['attempt']}"
+        poll_id = ids.poll(order_id, int(schedule["attempt"]))
         if resuming and await self.store.next_check_sent(poll_id):
             return
         await publish_check(self.broker, check, check_delay(check.step, self.settings))
@@ -149,7 +151,7 @@ class Poller:
             return False
         # The schedule must name the attempt actually claimed: if an abandoned one was skipped,
         # recording the asked-for number would make every later round claim a finished poll.
-        slot, poll_id = claimed, f"{order_id}:{claimed.attempt}"
+        slot, poll_id = claimed, ids.poll(order_id, claimed.attempt)
         with structlog.contextvars.bound_contextvars(
                 project_id=order["project_id"], payment_id=order["payment_id"],
                 poll_id=poll_id, attempt=slot.attempt):

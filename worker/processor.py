@@ -55,12 +55,13 @@ class Processor:
         self.activity = ActivityFeed(store.c.activity)  # recent events, for the console
         self._relayed_until = 0.0  # the relay's watermark (Unix time)
 
-    async def handle_alert(self, envelope: AlertEnvelope) -> str:
-        """Process one verified alert. Raises InvalidAlert if it cannot be read (for good)."""
+    async def handle_alert(self, envelope: AlertEnvelope, *, again: bool = False) -> str:
+        """Process one verified alert (`again`: it was tried before). Raises InvalidAlert if
+        it cannot be read (for good)."""
         with self.metrics.seconds.time(), self.store.in_flight:
-            return await self._handle_alert(envelope)
+            return await self._handle_alert(envelope, again)
 
-    async def _handle_alert(self, envelope: AlertEnvelope) -> str:
+    async def _handle_alert(self, envelope: AlertEnvelope, again: bool) -> str:
         _text, value = decode_body(envelope.body.encode("utf-8"))
         alert = parse_alert(value)
         obs = Observation.from_alert(alert, envelope)
@@ -74,7 +75,7 @@ class Processor:
                     log.info("alert_processed", outcome=ALREADY_DONE)
                     self.metrics.alerts.labels(ALREADY_DONE).inc()
                     return ALREADY_DONE
-                verdict = await self.apply(obs)
+                verdict = await self.apply(obs, again=again)
                 if verdict is not Verdict.APPLY:
                     await self.store.record_aside(obs.order_id, alert.idempotency_key)
                 # Recorded last: a crash before this redoes the alert, which finds its own step.
@@ -83,9 +84,11 @@ class Processor:
         self.metrics.alerts.labels(verdict.value).inc()
         return verdict.value
 
-    async def apply(self, obs: Observation) -> Verdict:
+    async def apply(self, obs: Observation, *, again: bool = False) -> Verdict:
         """Run the state machine for `obs` and make its effect durable and published.
-        The caller holds the order's lock and has bound the order's ids to the log context."""
+        The caller holds the order's lock and has bound the order's ids to the log context.
+        `again`: the observation was tried before, and that try may have failed between its
+        view write and the re-reads that make the view converge, leaving an older view."""
         alert = obs.alert
         for _ in range(MAX_STEP_RACES):
             latest = await self.store.latest_transition(obs.order_id)
@@ -112,6 +115,8 @@ class Processor:
                 )
                 if not await self.store.is_published(record):
                     await self.publish_record(record)
+                if again:
+                    await self.store.refresh_view(obs.order_id, latest)
             elif verdict is Verdict.DUPLICATE and latest is not None:
                 # Maybe our own earlier attempt crashed after its insert: finish its work.
                 if not await self.store.is_published(latest):
@@ -124,6 +129,8 @@ class Processor:
                     # have gone out.
                     verdict = Verdict.APPLY
                     await self.schedule_first_check(obs.order_id, seq, alert.final)
+            elif again and latest is not None:  # stale; the earlier try may have left a view
+                await self.store.refresh_view(obs.order_id, latest)
             log.info(
                 "alert_processed" if obs.source == "callback" else "poll_processed",
                 outcome=verdict.value, status=alert.status, sub_status=alert.sub_status, seq=seq,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -12,13 +11,13 @@ from shared.contract import EVENT_SCHEMA_VERSION
 from shared.envelope import AlertEnvelope
 from shared.settings import PollerSettings
 from shared.topology import event_routing_key
+from worker import ids
 from worker.schedule import next_poll_at
 from worker.statemachine import StatusAt
 
 Document = dict[str, Any]
 Source = Literal["callback", "poll"]
 
-EVENT_NAMESPACE = uuid.UUID("6f1d8a52-2f37-4c55-9a0e-5b8c3e7d9a10")
 
 
 def utc(ts: float) -> datetime:
@@ -112,8 +111,8 @@ def _event(
 def transition_record(obs: Observation, previous: Document | None, now: float) -> Document:
     """Log entry seq n+1 of the order; it carries its downstream event (the log is the outbox)."""
     seq = previous["seq"] + 1 if previous else 1
-    record_id = f"{obs.order_id}:{seq}"
-    event = _event(str(uuid.uuid5(EVENT_NAMESPACE, record_id)), "transition", obs, previous, now)
+    record_id = ids.step(obs.order_id, seq)
+    event = _event(ids.event(record_id), "transition", obs, previous, now)
     return {
         "_id": record_id,
         "order_id": obs.order_id,
@@ -147,13 +146,13 @@ def anomaly_record(obs: Observation, current: Document, now: float) -> Document:
     The event's status fields state the order's kept status, so that a consumer that reads
     only `status` and `final` never settles the order the other way; the conflicting report
     is in `reported`."""
-    record_id = f"anomaly:{obs.alert.idempotency_key}"
+    record_id = ids.anomaly(obs.alert.idempotency_key)
     kept, alert = current["to"], obs.alert
     as_kept = Observation(
         replace(alert, status=kept["status"], sub_status=kept["sub_status"],
                 status_description=kept["status_description"]),
         int(current["gateway_time"]), obs.source, obs.correlation_id)
-    event = _event(str(uuid.uuid5(EVENT_NAMESPACE, record_id)), "anomaly", as_kept, None, now)
+    event = _event(ids.event(record_id), "anomaly", as_kept, None, now)
     event["reported"] = {
         "status": alert.status, "sub_status": alert.sub_status,
         "status_description": alert.status_description, "final": alert.final,
@@ -227,6 +226,6 @@ def stale_record(poll_id: str, view: Document, now: float) -> dict[str, Any]:
                   view["status"] or "unknown", view["sub_status"], view["status_description"])
     changed = view["gateway_time"]
     obs = Observation(alert, int(changed.timestamp()) if changed else int(now), "poll", poll_id)
-    event = _event(str(uuid.uuid5(EVENT_NAMESPACE, f"stale:{poll_id}")), "stale", obs, None, now)
+    event = _event(ids.stale_event(poll_id), "stale", obs, None, now)
     event["needs_review"] = True
     return {"event": event, "routing_key": "order.stale", "recorded_at": utc(now)}

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,9 +22,10 @@ from pymongo import DeleteOne
 from pymongo.asynchronous.collection import AsyncCollection
 
 from shared.settings import PollerSettings, RetentionSettings
+from worker import ids
 from worker.activity import minute_id
 from worker.lru import Lru
-from worker.records import EVENT_NAMESPACE, Document, utc
+from worker.records import Document, utc
 from worker.store import OrderStore
 
 log = structlog.get_logger("worker.retention")
@@ -93,15 +93,15 @@ class Retention:
     async def _trim_order(self, view: Document, now: float) -> None:
         order_id, seq, polls = view["_id"], int(view["seq"]), int(view.get("polls") or 0)
         if view["updated_at"] < self._cutoff(self.settings.transitions_days, now) and seq > 2:
-            middle = [f"{order_id}:{n}" for n in range(2, seq)]  # the first and last stay
-            markers = [str(uuid.uuid5(EVENT_NAMESPACE, record_id)) for record_id in middle]
+            middle = [ids.step(order_id, n) for n in range(2, seq)]  # the first and last stay
+            markers = [ids.event(record_id) for record_id in middle]
             await self._delete(self.c.transitions, middle)
             await self._delete(self.c.published, markers)
         if ("polls" not in self.expiring and polls
                 and view["updated_at"] < self._cutoff(self.settings.polls_days, now)):
-            ids = [f"{order_id}:{n}" for n in range(1, polls + 1)]
-            events = [str(uuid.uuid5(EVENT_NAMESPACE, f"stale:{poll_id}")) for poll_id in ids]
-            await self._delete(self.c.polls, ids)
+            made = [ids.poll(order_id, n) for n in range(1, polls + 1)]
+            events = [ids.stale_event(poll_id) for poll_id in made]
+            await self._delete(self.c.polls, made)
             await self._delete(self.c.published, events)
 
     async def _inbox(self, now: float) -> None:

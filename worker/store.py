@@ -16,6 +16,7 @@ from pymongo.errors import DuplicateKeyError
 from shared import mongo
 from shared.mongo import Collections
 from shared.settings import PollerSettings, ProjectSettings
+from worker import ids
 from worker.batch import InFlight, InsertBatcher, ReplaceBatcher
 from worker.lru import Lru
 from worker.records import Document, order_view, utc
@@ -77,7 +78,7 @@ class OrderStore:
 
     async def index_request_id(self, project_id: str, request_id: str, order_id: str) -> None:
         """Once per order (its first step): find it by the merchant's request id."""
-        await self._request_ids.insert({"_id": f"{project_id}:{request_id}",
+        await self._request_ids.insert({"_id": ids.request_index(project_id, request_id),
                                         "order_id": order_id})
 
     async def needs_attention(self, order_id: str, view: Document) -> None:
@@ -101,19 +102,20 @@ class OrderStore:
             latest = None
         if latest is None:
             # No step 1 means no log at all: a new order (the common case) costs one read.
-            latest = await self.c.transitions.find_one({"_id": f"{order_id}:1"})
+            latest = await self.c.transitions.find_one({"_id": ids.step(order_id, 1)})
             if latest is None:
                 return None
             view = await self.c.orders.find_one({"_id": order_id}, projection={"seq": 1})
             seq = int(view.get("seq") or 0) if view else 0
             if seq > 1:
-                latest = await self.c.transitions.find_one({"_id": f"{order_id}:{seq}"}) or latest
+                latest = await self.c.transitions.find_one(
+                    {"_id": ids.step(order_id, seq)}) or latest
         return await self._newer(order_id, latest)
 
     async def _newer(self, order_id: str, latest: Document | None) -> Document | None:
         seq = latest["seq"] if latest else 0
         while True:
-            following = await self.c.transitions.find_one({"_id": f"{order_id}:{seq + 1}"})
+            following = await self.c.transitions.find_one({"_id": ids.step(order_id, seq + 1)})
             if following is None:
                 if latest is not None:
                     self._seen.put(order_id, latest)
@@ -239,7 +241,7 @@ class OrderStore:
         lease = timedelta(seconds=lease_s)
         for _ in range(10):
             record = {
-                "_id": f"{order_id}:{attempt}", "order_id": order_id, "attempt": attempt,
+                "_id": ids.poll(order_id, attempt), "order_id": order_id, "attempt": attempt,
                 "for_seq": slot.for_seq, "ladder_step": slot.ladder_step, "owner": owner,
                 "claimed_at": now, "finished_at": None, "outcome": None,
             }
