@@ -38,27 +38,34 @@ def _comparable(a: Any, b: Any) -> bool:
         and not isinstance(a, bool) and not isinstance(b, bool))
 
 
+_ORDER = {"$lt": lambda a, b: a < b, "$lte": lambda a, b: a <= b,
+          "$gt": lambda a, b: a > b, "$gte": lambda a, b: a >= b}
+
+
+def _holds(op: str, present: bool, value: Any, arg: Any) -> bool:
+    if op == "$exists":
+        return present == bool(arg)
+    if op in _ORDER:
+        return present and _comparable(value, arg) and bool(_ORDER[op](value, arg))
+    raise NotImplementedError(f"sim store: operator {op}")
+
+
+def _is_operators(condition: Any) -> bool:
+    return isinstance(condition, dict) and bool(condition) and all(
+        k.startswith("$") for k in condition)
+
+
 def matches(doc: Document, query: Document) -> bool:
+    """The filters the worker's rare scans use: equality, $exists, ranges, $or; dotted paths."""
     for key, condition in query.items():
         if key == "$or":
             if not any(matches(doc, q) for q in condition):
                 return False
             continue
         present, value = _get(doc, key)
-        if isinstance(condition, dict) and condition and all(
-                k.startswith("$") for k in condition):
-            for op, arg in condition.items():
-                if op == "$exists":
-                    if present != bool(arg):
-                        return False
-                elif op in ("$lt", "$lte", "$gt", "$gte"):
-                    if not present or not _comparable(value, arg):
-                        return False
-                    if not {"$lt": value < arg, "$lte": value <= arg, "$gt": value > arg,
-                            "$gte": value >= arg}[op]:
-                        return False
-                else:
-                    raise NotImplementedError(f"sim store: operator {op}")
+        if _is_operators(condition):
+            if not all(_holds(op, present, value, arg) for op, arg in condition.items()):
+                return False
         elif not present or value != condition:
             return False
     return True

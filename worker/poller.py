@@ -42,11 +42,13 @@ class Poller:
         self.owner = uuid.uuid4().hex[:12]  # names this replica in the polls it claims
 
     async def on_check(self, check: Check, redelivered: bool = False) -> str:
-        """Decide a due check; returns what became of it (for the log line)."""
+        """Decide a due check; returns what became of it (for the log line). `redelivered`:
+        the check was tried before (redelivered, retried), and that try may be half done."""
+        again = redelivered
         view = await self.store.c.orders.find_one({"_id": check.order_id})
-        if view is not None and view["seq"] < check.seq:
-            # Behind the step the check was made at: a view writer crashed before its
-            # convergence re-read, and an older view stands. Rebuild it from the log.
+        if view is not None and again:
+            # An earlier try (a poll, maybe) may have failed between a step and its view:
+            # decide on the view rebuilt from the log.
             view = await self.store.refresh_view(check.order_id)
         if view is None or view["final"]:
             return "dropped"  # settled

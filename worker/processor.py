@@ -99,44 +99,55 @@ class Processor:
                 if not await self.store.append_transition(record):
                     continue  # another replica took this step first: read again, decide again
                 seq = record["seq"]
-                if seq == 1 and alert.request_id:
-                    await self.store.index_request_id(alert.project_id, alert.request_id,
-                                                      obs.order_id)
-                await self.publish_record(record)
-                await self.store.refresh_view(obs.order_id, record)
-                if obs.source == "callback":  # a poll's owner schedules what follows it
-                    await self.schedule_first_check(obs.order_id, seq, alert.final)
-            elif verdict is Verdict.ANOMALY:
-                assert latest is not None
-                record = await self.store.record_anomaly(anomaly_record(obs, latest, time.time()))
-                log.error(
-                    "order_anomaly", status=alert.status, sub_status=alert.sub_status,
-                    current_status=latest["to"]["status"], source=obs.source,
-                )
-                if not await self.store.is_published(record):
-                    await self.publish_record(record)
-                if again:
-                    await self.store.refresh_view(obs.order_id, latest)
-            elif verdict is Verdict.DUPLICATE and latest is not None:
-                # Maybe our own earlier attempt crashed after its insert: finish its work.
-                if not await self.store.is_published(latest):
-                    await self.publish_record(latest)
-                await self.store.refresh_view(obs.order_id, latest)
-                if obs.source == "callback" and (
-                        latest["idempotency_key"] == alert.idempotency_key):
-                    # The step is this very alert's, from a crashed try: it was applied, as
-                    # step `latest.seq` itself (not a new one after it); its check may not
-                    # have gone out.
-                    verdict = Verdict.APPLY
-                    await self.schedule_first_check(obs.order_id, seq, alert.final)
-            elif again and latest is not None:  # stale; the earlier try may have left a view
-                await self.store.refresh_view(obs.order_id, latest)
+                await self._took_step(obs, record)
+            elif latest is not None:
+                verdict = await self._not_applied(obs, latest, verdict, again)
             log.info(
                 "alert_processed" if obs.source == "callback" else "poll_processed",
                 outcome=verdict.value, status=alert.status, sub_status=alert.sub_status, seq=seq,
             )
             return verdict
         raise StepRaceLost(obs.order_id)
+
+    async def _took_step(self, obs: Observation, record: Document) -> None:
+        """The step is ours: index it, publish its event, show it, schedule its check."""
+        alert = obs.alert
+        if record["seq"] == 1 and alert.request_id:
+            await self.store.index_request_id(alert.project_id, alert.request_id,
+                                              obs.order_id)
+        await self.publish_record(record)
+        await self.store.refresh_view(obs.order_id, record)
+        if obs.source == "callback":  # a poll's owner schedules what follows it
+            await self.schedule_first_check(obs.order_id, record["seq"], alert.final)
+
+    async def _not_applied(self, obs: Observation, latest: Document, verdict: Verdict,
+                           again: bool) -> Verdict:
+        """An anomaly, a duplicate or a stale observation: finish what an earlier try (ours or
+        another replica's) may have left undone. Returns the verdict to report."""
+        alert = obs.alert
+        if verdict is Verdict.ANOMALY:
+            record = await self.store.record_anomaly(anomaly_record(obs, latest, time.time()))
+            log.error(
+                "order_anomaly", status=alert.status, sub_status=alert.sub_status,
+                current_status=latest["to"]["status"], source=obs.source,
+            )
+            if not await self.store.is_published(record):
+                await self.publish_record(record)
+        elif verdict is Verdict.DUPLICATE:
+            # Maybe our own earlier attempt crashed after its insert: finish its work.
+            if not await self.store.is_published(latest):
+                await self.publish_record(latest)
+            await self.store.refresh_view(obs.order_id, latest)
+            if obs.source == "callback" and (
+                    latest["idempotency_key"] == alert.idempotency_key):
+                # The step is this very alert's, from a crashed try: it was applied, as step
+                # `latest.seq` itself (not a new one after it); its check may not have gone out.
+                await self.schedule_first_check(obs.order_id, latest["seq"], alert.final)
+                return Verdict.APPLY
+            return verdict
+        if again:  # an earlier try may have failed between its view write and its re-reads
+            await self.store.refresh_view(obs.order_id, latest)
+        return verdict
 
     async def schedule_first_check(self, order_id: str, seq: int, final: bool) -> None:
         """A non-final order (just changed, or registered) is checked once stale: the check
