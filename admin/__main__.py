@@ -22,8 +22,6 @@ from typing import Any
 
 import aiohttp
 
-from admin import dlq
-from console import story
 from ingest.diagnose import diagnose
 from shared import logs, mongo
 from shared.alert import order_id
@@ -32,7 +30,7 @@ from shared.registrar import publish_registration
 from shared.registration import Registration
 from shared.settings import Settings, SettingsError, load_settings
 from shared.wire import FLOWS, PRODUCTS
-from worker import parts
+from worker import dlq, parts, story
 from worker.retention import Retention, ttl_seconds
 from worker.store import OrderStore
 
@@ -42,7 +40,7 @@ def _print(value: Any) -> None:
 
 
 async def orders_show(settings: Settings, project_id: str, payment_id: str) -> int:
-    """The payment's whole story, as the console shows it (console.story: each read by _id)."""
+    """The payment's whole story, as the console shows it (worker.story: each read by _id)."""
     client = mongo.client(settings.mongo)
     c = mongo.Collections.of(client[settings.mongo.database])
     key = order_id(project_id, payment_id)

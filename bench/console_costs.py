@@ -20,9 +20,9 @@ from typing import Any
 from pymongo import monitoring
 
 from bench import stages
-from console import story
 from shared import mongo
 from shared.settings import RetentionSettings, Settings, load_settings
+from worker import story
 from worker.activity import minute_id
 
 DATABASE = "hh_console_costs"

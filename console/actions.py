@@ -9,13 +9,13 @@ from typing import Any
 
 import structlog
 
-from admin import dlq
 from console.auth import Operator
 from shared import mongo
 from shared.alert import decode_body, parse_alert
 from shared.broker import Broker
 from shared.envelope import AlertEnvelope, InvalidEnvelope
 from shared.mongo import Collections
+from worker import dlq
 from worker.parts import Parts
 from worker.records import utc
 

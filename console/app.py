@@ -24,14 +24,13 @@ from aiohttp import web
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
-from admin import dlq
-from console import actions, story
+from console import actions
 from console.auth import Operator, Session, Sessions, Users, load_users, same_token
 from console.overview import COUNTED, Overview
 from shared import mongo
 from shared.broker import Broker
 from shared.settings import Settings
-from worker import parts
+from worker import dlq, parts, story
 
 log = structlog.get_logger("console")
 HERE = Path(__file__).resolve().parent

@@ -14,7 +14,6 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
-from admin import dlq
 from sandbox.scenarios import Chaos
 from shared.envelope import AlertEnvelope
 from shared.mongo import Collections
@@ -38,6 +37,7 @@ from tests.integration.test_reconciliation import (  # noqa: F401 - stack: a fix
 )
 from tests.keys import PROJECT_ID, alert_body
 from tests.logcapture import captured
+from worker import dlq
 from worker.app import Worker
 from worker.records import utc
 

@@ -11,7 +11,6 @@ import aio_pika
 import pytest
 from aiohttp.test_utils import TestClient
 
-from admin import dlq
 from shared.broker import PublishFailed
 from shared.mongo import Collections
 from shared.registrar import publish_registration
@@ -26,6 +25,7 @@ from shared.topology import (
 from tests.conftest import EventTap, wait_until
 from tests.integration.test_pipeline import post
 from tests.keys import PROJECT_ID, alert_body
+from worker import dlq
 from worker.app import Worker
 
 pytestmark = pytest.mark.services

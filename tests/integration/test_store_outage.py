@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from admin import dlq
 from shared import mongo
 from tests.conftest import wait_until
 from tests.integration.test_pipeline import post
 from tests.keys import PROJECT_ID, alert_body
+from worker import dlq
 from worker.app import Worker
 
 pytestmark = pytest.mark.services
