@@ -14,6 +14,7 @@ from shared import mongo
 from shared.broker import Broker
 from shared.gateway import GatewayClient
 from shared.settings import Settings
+from worker.activity import ActivityFeed
 from worker.metrics import WorkerMetrics
 from worker.poller import Poller
 from worker.processor import Processor
@@ -42,7 +43,8 @@ def assemble(settings: Settings, collections: mongo.Collections, broker: Broker,
     metrics = metrics or WorkerMetrics()
     store = OrderStore(collections, settings.projects, settings.poller,
                        settings.worker.batch_window_s)
-    processor = Processor(store, broker, metrics, settings.poller)
+    processor = Processor(store, broker, metrics, settings.poller,
+                          ActivityFeed(collections.activity))
     poller = Poller(processor, clients, settings.poller)
     return Parts(metrics, store, processor, poller)
 

@@ -143,6 +143,9 @@ class Poller:
         slot = next_slot(view, await self.store.schedule(order_id))
         if not await self.poll(view, slot, utc(time.time())):
             return "another worker is polling it right now"
+        # A one-off caller (hh-admin, the console) runs no flush loop: its events would be
+        # missing from the console's recent activity.
+        await self.processor.activity.flush()
         return "polled"
 
     async def poll(self, order: dict[str, object], slot: Slot, now: datetime) -> bool:

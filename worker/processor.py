@@ -46,13 +46,15 @@ class StepRaceLost(RuntimeError):
 
 class Processor:
     def __init__(self, store: OrderStore, broker: Broker, metrics: WorkerMetrics,
-                 poller: PollerSettings | None = None) -> None:
+                 poller: PollerSettings | None = None, activity: ActivityFeed | None = None
+                 ) -> None:
         self.store = store
         self.broker = broker
         self.metrics = metrics
         self.poller = poller or PollerSettings()
         self.locks = KeyedLock()  # alerts and polls of one order, one at a time per process
-        self.activity = ActivityFeed(store.c.activity)  # recent events, for the console
+        # Recent events, for the console (the worker flushes it every few seconds).
+        self.activity = activity or ActivityFeed(store.c.activity)
         self._relayed_until = 0.0  # the relay's watermark (Unix time)
 
     async def handle_alert(self, envelope: AlertEnvelope, *, again: bool = False) -> str:

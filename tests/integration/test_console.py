@@ -293,3 +293,7 @@ async def test_poll_now_asks_the_gateway_and_settles_the_payment_audited(
         audit = [e["outcome"] for e in (await (await olga.get("/api" + path)).json())
                  ["story"]["audit"]]
         assert "polled" in audit and audit[-1] == "already final: nothing to poll"
+        # The console ran the poll itself: its events are in the recent activity too.
+        noted = [e async for doc in s.db.activity.find({}) for e in doc["events"]
+                 if e["order_id"] == f"{PROJECT_ID}:poll-me" and e["status"] == "success"]
+        assert noted and noted[-1]["source"] == "poll"
