@@ -1,4 +1,4 @@
-"""The ingest aiohttp app: read, check (ingest.checks), publish with confirm, answer."""
+"""The ingest aiohttp app: read, verify (ingest.verify), publish with confirm, answer."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import structlog
 from aiohttp import web
 from prometheus_client import Counter, Gauge, Histogram
 
-from ingest.checks import Accepted, Rejected, check_alert
 from ingest.network import SourcePolicy
+from ingest.verify import Accepted, Rejected, verify_alert
 from shared.broker import Broker, PublishFailed
 from shared.envelope import AlertEnvelope
 from shared.metrics import metrics_handler, process_registry
@@ -114,7 +114,7 @@ async def _answer_alert(request: web.Request, route: str, correlation_id: str) -
     except web.HTTPRequestEntityTooLarge:
         return _rejected(request, route, Rejected(413, "body_too_large"))
 
-    result = check_alert(
+    result = verify_alert(
         body, request.headers, request.app[KEYS].projects, time.time(),
         settings.ingest.timestamp_tolerance_s,
     )

@@ -81,7 +81,7 @@ MUTANTS = (
     Mutant("inbox-first", "the inbox record written before the alert is applied",
            "worker/processor.py",
            (("verdict = await self.apply(obs, again=again)",
-             "await self.store.record_alert(inbox_record(alert, envelope, 'applied', "
+             "await self.store.add_to_inbox(inbox_record(alert, envelope, 'applied', "
              "time.time())); verdict = await self.apply(obs, again=again)"),)),
 )
 

@@ -73,7 +73,7 @@ class Processor:
             route=envelope.route, correlation_id=envelope.correlation_id, key_id=envelope.key_id,
         ):
             async with self.locks(obs.order_id):
-                if await self.store.processed_alert(alert.idempotency_key) is not None:
+                if await self.store.find_in_inbox(alert.idempotency_key) is not None:
                     log.info("alert_processed", outcome=ALREADY_DONE)
                     self.metrics.alerts.labels(ALREADY_DONE).inc()
                     return ALREADY_DONE
@@ -81,7 +81,7 @@ class Processor:
                 if verdict is not Verdict.APPLY:
                     await self.store.record_aside(obs.order_id, alert.idempotency_key)
                 # Recorded last: a crash before this redoes the alert, which finds its own step.
-                await self.store.record_alert(
+                await self.store.add_to_inbox(
                     inbox_record(alert, envelope, verdict.value, time.time()))
         self.metrics.alerts.labels(verdict.value).inc()
         return verdict.value

@@ -63,10 +63,10 @@ class OrderStore:
     # --- inbox ------------------------------------------------------------------------------
     # Written once, with its outcome, after the alert is processed: one write per alert, and a
     # crash before it simply redoes the alert (which then finds its own step in the log).
-    async def processed_alert(self, key: str) -> Document | None:
+    async def find_in_inbox(self, key: str) -> Document | None:
         return await self.c.callbacks.find_one({"_id": key})
 
-    async def record_alert(self, doc: Document) -> None:
+    async def add_to_inbox(self, doc: Document) -> None:
         await self._inbox.insert(doc)  # a duplicate: another attempt wrote the same fact
 
     # --- what the operator console finds by _id ---------------------------------------------

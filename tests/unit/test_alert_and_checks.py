@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ingest.checks import Accepted, Rejected, check_alert
+from ingest.verify import Accepted, Rejected, verify_alert
 from shared.alert import InvalidAlert, decode_body, idempotency_key, parse_alert
 from shared.settings import ProjectSettings
 from shared.signature import load_verify_key
@@ -26,7 +26,7 @@ PROJECTS = {
 
 
 def check(body: bytes, headers: dict[str, str]) -> Accepted | Rejected:
-    return check_alert(body, headers, PROJECTS, NOW, 300)
+    return verify_alert(body, headers, PROJECTS, NOW, 300)
 
 
 def test_signed_alert_is_accepted_with_its_key_id() -> None:

@@ -7,7 +7,7 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingest.checks import Accepted, Rejected, check_alert
+from ingest.verify import Accepted, Rejected, verify_alert
 from shared.alert import InvalidAlert, decode_body
 from shared.settings import ProjectSettings
 from shared.signature import find_verifying_key, normalize, signing_message
@@ -63,7 +63,7 @@ def test_a_changed_byte_verifies_only_if_the_signed_content_is_unchanged(
     st.sampled_from([TIMESTAMP_HEADER, SIGNATURE_HEADER, "content-type"]),
     st.text(max_size=40)))
 def test_random_bodies_and_headers_get_400_or_401(body: bytes, headers: dict[str, str]) -> None:
-    result = check_alert(body, headers, PROJECTS, 1800000000, 300)
+    result = verify_alert(body, headers, PROJECTS, 1800000000, 300)
     assert isinstance(result, Rejected) and result.http_status in (400, 401)
 
 
@@ -72,6 +72,6 @@ def test_random_bodies_and_headers_get_400_or_401(body: bytes, headers: dict[str
 def test_alert_shaped_bodies_never_get_past_a_bad_signature(extra: object, sig: str) -> None:
     body = json.dumps({"project_id": PROJECT_ID, "general": {"payment_id": "p"},
                        "status": {"status": "success"}, "extra": extra}).encode()
-    result = check_alert(body, {TIMESTAMP_HEADER: TS, SIGNATURE_HEADER: sig},
+    result = verify_alert(body, {TIMESTAMP_HEADER: TS, SIGNATURE_HEADER: sig},
                          PROJECTS, 1800000000, 300)
     assert not isinstance(result, Accepted) or sig == sign(body)

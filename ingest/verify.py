@@ -1,4 +1,4 @@
-"""The checks an alert passes at ingest, in the contract's order, as one pure function.
+"""What an alert must pass at ingest, in the contract's order, as one pure function:
 
 size (done by the transport while reading) -> JSON -> required fields -> known project_id
 -> timestamp window -> signature.
@@ -38,7 +38,7 @@ def _timestamp_in_window(text: str, now: float, tolerance_s: int) -> bool:
     return abs(int(text) - now) <= tolerance_s
 
 
-def check_alert(
+def verify_alert(
     body: bytes,
     headers: Mapping[str, str],
     projects: Mapping[str, ProjectSettings],
