@@ -46,9 +46,11 @@ class Poller:
         the check was tried before (redelivered, retried), and that try may be half done."""
         again = redelivered
         view = await self.store.c.orders.find_one({"_id": check.order_id})
-        if view is not None and again:
-            # An earlier try (a poll, maybe) may have failed between a step and its view:
-            # decide on the view rebuilt from the log.
+        if view is not None and (again or view["seq"] < check.seq):
+            # Rebuilt from the log first if an earlier try of this check (a poll, maybe) may
+            # have failed between a step and its view, or if the view is behind the step the
+            # check was made at (a writer of an older view failed before its re-read, and its
+            # retry has not rebuilt it yet): else the check would be dropped, and lost.
             view = await self.store.refresh_view(check.order_id)
         if view is None or view["final"]:
             return "dropped"  # settled
