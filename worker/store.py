@@ -256,7 +256,11 @@ class OrderStore:
             # Made already, yet the schedule we read says it is next: its owner is writing the
             # schedule now, or died before it could. After the lease, repair from its record.
             if existing["finished_at"] + lease <= now and existing.get("schedule"):
-                await self.write_schedule(order_id, existing["schedule"])
+                # Read again first: the schedule we decided on may be old by now (a newer
+                # poll's owner wrote since), and an older one must not go back over it.
+                current = await self.schedule(order_id)
+                if current is None or int(current["attempt"]) < attempt:
+                    await self.write_schedule(order_id, existing["schedule"])
                 await self.refresh_view(order_id)  # its due time follows the schedule
             return None
         return None

@@ -18,6 +18,7 @@ REGRESSIONS = {
     5066: "a step made by a poll whose owner crashed: the next check only via the repair",
     301171: "a retried alert, no longer applied, left the older view a failed try wrote",
     10144: "a check came while an older view stood (its writer not yet retried): dropped",
+    166301161: "a poll repair wrote an old poll's schedule over a newer one (checks churned)",
 }
 # (The simulator has changed since some of these were found, so a seed may no longer replay
 # its bug exactly; `make mutants` undoes each fix and shows the bug is caught again.)
