@@ -26,7 +26,7 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi; }
 
 debian() { # command-that-must-exist package...
   local command=$1; shift
-  command -v "$command" >/dev/null 2>&1 && return
+  type -P "$command" >/dev/null 2>&1 && return  # a file on PATH: not our function of that name
   log "installing $* from Debian"
   as_root apt-get update -qq
   # --no-install-recommends: prometheus alone, without its exporters and web assets.
