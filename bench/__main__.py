@@ -17,7 +17,7 @@ from typing import Any
 import aio_pika
 import aiohttp
 
-from bench import ceilings, costs, report, stages, tracing_cost
+from bench import ceilings, costs, overload, report, stages, tracing_cost
 from bench.loadgen import (
     KeyKind,
     Result,
@@ -132,6 +132,55 @@ class Bench:
                 self.rss["ingest"] = ingest.peak_rss_mb()
             finally:
                 ingest.stop()
+
+    async def overload_runs(self) -> None:
+        """The ingest (HMAC) past its capacity, with vegeta: its closed-loop maximum, then
+        open-loop arrival rates at shares of it."""
+        vegeta = overload.vegeta_path()
+        material = (self.folder / "gateway_callback_hmac.txt").read_bytes().strip()
+        seconds = self.args.overload_seconds
+        base_url = f"http://127.0.0.1:{INGEST_PORT}"
+        rows = self.results["overload"] = []
+
+        def targets(name: str, count: int) -> Path:
+            requests = signed_requests(material, "hmac", count, name)
+            return overload.targets_file(requests, base_url, self.folder / f"{name}.targets")
+
+        await self.fresh()
+        ingest = await Service.start("ingest", [], self.env, f"{base_url}/readyz", self.folder)
+        pid = ingest.proc.pid
+        try:
+            overload.attack(vegeta, targets("overload-warm", 2000), pid, rate=None, seconds=2)
+            await self.fresh()
+            closed = overload.attack(vegeta, targets("overload-max", self.args.overload_targets),
+                                     pid, rate=None, seconds=seconds).row("closed loop", None)
+            rows.append(closed)
+            self._overload_row(closed)
+            maximum = self.results["overload_max_rps"] = closed["goodput_rps"]
+            for share in overload.SHARES:
+                await self.fresh()
+                rate = maximum * share
+                name = f"overload-{share:g}"
+                row = overload.attack(vegeta, targets(name, int(rate * seconds) + 1), pid,
+                                      rate=rate, seconds=seconds).row(f"open loop {share:.0%}",
+                                                                      rate)
+                rows.append({**row, "load_share": share})
+                self._overload_row(row)
+            self.rss["ingest"] = max(self.rss["ingest"], ingest.peak_rss_mb())
+        finally:
+            ingest.stop()
+            await self.fresh()
+            for leftover in self.folder.glob("overload-*.targets"):
+                leftover.unlink()
+
+    @staticmethod
+    def _overload_row(row: dict[str, Any]) -> None:
+        ok, no = row["accepted_ms"], row["refused_ms"]
+        print(f"  ingest HMAC {row['name']:<18} goodput {row['goodput_rps']:>7.1f}/s "
+              f"accepted {row['accepted_share']:.2%} p50 {ok.get('p50', 0):.1f} p99 "
+              f"{ok.get('p99', 0):.1f} max {ok.get('max', 0):.0f} ms; refused {row['refused']}"
+              f" p99 {no.get('p99', 0):.1f} ms; {row['cpu_s_per_1000_accepted']:.2f} CPU-s per "
+              f"1000, {row['requests_per_cpu_s']:.0f} req/CPU-s {row['statuses']}", flush=True)
 
     async def worker_runs(self) -> None:
         n = self.args.alerts
@@ -253,6 +302,8 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     started = time.monotonic()
     print("ceilings and ingest", flush=True)
     await bench.http_runs()
+    print("ingest past its capacity (vegeta)", flush=True)
+    await bench.overload_runs()
     print("worker", flush=True)
     await bench.worker_runs()
     print("end to end", flush=True)
@@ -279,6 +330,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=4000, help="per closed-loop run")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--open-seconds", type=float, default=8.0, help="per open-loop run")
+    parser.add_argument("--overload-seconds", type=float, default=10.0,
+                        help="per vegeta run of the overload stage")
+    parser.add_argument("--overload-targets", type=int, default=30_000,
+                        help="distinct alerts for the closed-loop maximum (more than it sends)")
+    parser.add_argument("--only", choices=["overload"],
+                        help="run one stage alone and print it (docs/ is not written)")
     parser.add_argument("--alerts", type=int, default=1500, help="per worker drain run")
     parser.add_argument("--e2e-rate", type=float, default=20.0)
     parser.add_argument("--small", type=int, default=10_000, help="orders stored, growth")
@@ -294,6 +351,9 @@ def main() -> None:
     if not (folder / "config.toml").exists():
         subprocess.run([sys.executable, "deploy/devkit.py", "init", str(folder)], check=True)  # noqa: S603
     logs.configure("console", "warning")  # the in-process worker of the growth stage: quiet
+    if args.only == "overload":
+        asyncio.run(Bench(args, folder).overload_runs())
+        return
     results = asyncio.run(run(args, folder))
     args.out.mkdir(exist_ok=True)
     (args.out / "benchmarks.json").write_text(json.dumps(results, indent=2, default=str) + "\n")

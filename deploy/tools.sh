@@ -6,6 +6,7 @@
 #   deploy/tools.sh helm         helm, built from the Go module proxy at $HELM_VERSION
 #   deploy/tools.sh asyncapi     the AsyncAPI CLI, from the npm registry at $ASYNCAPI_VERSION
 #   deploy/tools.sh chromium     headless Chromium from Debian (the console's browser tests)
+#   deploy/tools.sh vegeta       vegeta, the benchmark's open-loop HTTP client, at $VEGETA_VERSION
 #   deploy/tools.sh all          every one of them (default)
 #   deploy/tools.sh helm-path    print the helm binary's path
 #   deploy/tools.sh asyncapi-path  print the AsyncAPI CLI's path
@@ -17,6 +18,8 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 TOOLS=${HH_TOOLS_DIR:-$HOME/.local/hh-tools}
 HELM_VERSION=v3.22.0
 HELM_BIN=$TOOLS/bin/helm-$HELM_VERSION
+VEGETA_VERSION=v12.13.0
+VEGETA_BIN=$TOOLS/bin/vegeta-$VEGETA_VERSION
 ASYNCAPI_VERSION=6.2.0
 ASYNCAPI_DIR=$TOOLS/asyncapi-cli-$ASYNCAPI_VERSION
 ASYNCAPI_BIN=$ASYNCAPI_DIR/node_modules/.bin/asyncapi
@@ -61,6 +64,21 @@ helm() {
   rm -rf "$build"
 }
 
+vegeta() {
+  [ -x "$VEGETA_BIN" ] && return
+  command -v go >/dev/null 2>&1 || { log "Go is needed to build vegeta $VEGETA_VERSION"; exit 1; }
+  log "building vegeta $VEGETA_VERSION from the Go module proxy (once)"
+  local build
+  build=$(go_module_copy github.com/tsenart/vegeta/v12 "$VEGETA_VERSION") \
+    || { log "could not download vegeta $VEGETA_VERSION"; exit 1; }
+  mkdir -p "$TOOLS/bin"
+  if ! (cd "$build" && GOTOOLCHAIN=local go build -trimpath -ldflags "-X main.Version=$VEGETA_VERSION" -o "$VEGETA_BIN.tmp" .); then
+    rm -rf "$build"; log "building vegeta $VEGETA_VERSION failed (the go output is above)"; exit 1
+  fi
+  mv "$VEGETA_BIN.tmp" "$VEGETA_BIN"
+  rm -rf "$build"
+}
+
 asyncapi() {
   [ -x "$ASYNCAPI_BIN" ] && return
   command -v npm >/dev/null 2>&1 || { log "npm is needed to install the AsyncAPI CLI"; exit 1; }
@@ -81,6 +99,8 @@ case "${1:-all}" in
   asyncapi) asyncapi ;;
   chromium) debian chromium chromium ;;
   asyncapi-path) printf '%s\n' "$ASYNCAPI_BIN" ;;
+  vegeta) vegeta ;;
+  vegeta-path) printf '%s\n' "$VEGETA_BIN" ;;
   all) containers; promtool; helm; asyncapi; debian chromium chromium ;;
-  *) echo "usage: $0 [containers|promtool|helm|asyncapi|chromium|all|helm-path|asyncapi-path]" >&2; exit 2 ;;
+  *) echo "usage: $0 [containers|promtool|helm|asyncapi|chromium|vegeta|all|helm-path|asyncapi-path|vegeta-path]" >&2; exit 2 ;;
 esac

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import structlog
 from aiohttp import web
 from prometheus_client import Counter, Gauge, Histogram
 
+from ingest.admission import RETRY_AFTER_S, Admission
 from ingest.network import SourcePolicy
 from ingest.verify import Accepted, Rejected, verify_alert
 from shared.broker import Broker, PublishFailed
@@ -46,10 +47,20 @@ class IngestMetrics:
         self.in_flight = Gauge(
             "hh_ingest_in_flight", "Alert requests being answered", registry=self.registry
         )
+        self.max_in_flight = Gauge(
+            "hh_ingest_max_in_flight", "The bound on alerts in flight (ingest.max_in_flight)",
+            registry=self.registry,
+        )
         self.request_seconds = Histogram(
             "hh_ingest_request_seconds", "Alert request latency, by route", ["route"],
             registry=self.registry,
         )
+        # The children every accepted alert touches, looked up once.
+        self.accepted = {route: self.alerts.labels(route, "200") for route in CALLBACK_PATHS}
+        self.overloaded = {route: self.alerts.labels(route, "503") for route in CALLBACK_PATHS}
+        self.refused_overloaded = self.rejections.labels("overloaded")
+        self.request_seconds_by_route = {route: self.request_seconds.labels(route)
+                                         for route in CALLBACK_PATHS}
 
 
 class KeyRing:
@@ -87,6 +98,7 @@ BROKER = web.AppKey("broker", Broker)
 METRICS = web.AppKey("metrics", IngestMetrics)
 SOURCES = web.AppKey("sources", SourcePolicy)
 WATCH = web.AppKey("queue_watch", QueueWatch)
+ADMISSION = web.AppKey("admission", Admission)
 
 
 def _json(http_status: int, /, **fields: str) -> web.Response:
@@ -95,16 +107,27 @@ def _json(http_status: int, /, **fields: str) -> web.Response:
 
 UNAUTHORIZED = {"status": "unauthorized"}
 FORBIDDEN = {"status": "forbidden"}
+RETRY_AFTER = {"Retry-After": str(RETRY_AFTER_S)}
+
+
+UNAVAILABLE = b'{"status": "unavailable"}'
+
+
+def _unavailable() -> web.Response:
+    # A refusal is answered often under overload: its body is made once.
+    return web.Response(body=UNAVAILABLE, status=503, headers=RETRY_AFTER,
+                        content_type="application/json")
 
 
 async def _answer_alert(request: web.Request, route: str, correlation_id: str) -> web.Response:
     settings = request.app[SETTINGS]
     limit = settings.ingest.max_body_bytes
     policy = request.app[SOURCES]
-    sender = policy.sender(request.remote, request.headers.get("X-Forwarded-For"))
-    if not policy.admits(sender):
-        with structlog.contextvars.bound_contextvars(sender=str(sender)):
-            return _rejected(request, route, Rejected(403, "network_not_allowed"))
+    if policy.allow:  # an empty allowlist admits everyone: no address to parse
+        sender = policy.sender(request.remote, request.headers.get("X-Forwarded-For"))
+        if not policy.admits(sender):
+            with structlog.contextvars.bound_contextvars(sender=str(sender)):
+                return _rejected(request, route, Rejected(403, "network_not_allowed"))
     # The limit holds before the body is read whole: a declared length over it is refused at
     # once, and aiohttp stops reading an undeclared (chunked) body at client_max_size.
     if request.content_length is not None and request.content_length > limit:
@@ -168,34 +191,48 @@ async def _publish_bound(
         await broker.publish(
             CALLBACKS_EXCHANGE, callback_routing_key(alert.status), envelope.to_bytes(),
             correlation_id=correlation_id, headers={IDEMPOTENCY_HEADER: alert.idempotency_key},
+            message_id=correlation_id,  # one message per request: its id names it already
         )
     except PublishFailed as exc:
         metrics.alerts.labels(route, "503").inc()
         metrics.rejections.labels("broker_unavailable").inc()
         log.error("alert_not_accepted", outcome=503, reason=str(exc))
-        return _json(503, status="unavailable")
+        return _unavailable()
     metrics.publish_seconds.observe(time.perf_counter() - started)
-    metrics.alerts.labels(route, "200").inc()
+    metrics.accepted[route].inc()
     log.info("alert_accepted", outcome=200, status=alert.status, sub_status=alert.sub_status)
-    return _json(200, status="accepted", correlation_id=correlation_id)
+    # Made by hand, once per accepted alert: json_response would encode a dict each time.
+    return web.Response(body=b'{"status": "accepted", "correlation_id": "%s"}'
+                        % correlation_id.encode(), content_type="application/json")
 
 
 def alert_handler(route: str) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handler(request: web.Request) -> web.Response:
-        metrics = request.app[METRICS]
+        metrics, admission = request.app[METRICS], request.app[ADMISSION]
+        if not admission.enter():  # before the body is read: a refusal costs next to nothing
+            return _overloaded(metrics, admission, route)
         started = time.perf_counter()
         try:
-            with metrics.in_flight.track_inprogress():
-                correlation_id = uuid.uuid4().hex
-                # Every line about this alert carries them (a kept-alive connection serves
-                # several requests in one task: the context is reset after each).
-                with structlog.contextvars.bound_contextvars(
-                        route=route, correlation_id=correlation_id):
-                    return await _answer_alert(request, route, correlation_id)
+            correlation_id = os.urandom(16).hex()  # as random as uuid4, at a third of its cost
+            # Every line about this alert carries them (a kept-alive connection serves
+            # several requests in one task: the context is reset after each).
+            with structlog.contextvars.bound_contextvars(
+                    route=route, correlation_id=correlation_id):
+                return await _answer_alert(request, route, correlation_id)
         finally:
-            metrics.request_seconds.labels(route).observe(time.perf_counter() - started)
+            admission.leave()
+            metrics.request_seconds_by_route[route].observe(time.perf_counter() - started)
 
     return handler
+
+
+def _overloaded(metrics: IngestMetrics, admission: Admission, route: str) -> web.Response:
+    metrics.overloaded[route].inc()
+    metrics.refused_overloaded.inc()
+    refused = admission.refusals_to_log(time.monotonic())
+    if refused:  # one line a second at most: a storm of refusals must not become one of logs
+        log.warning("alerts_refused_overloaded", refused=refused, in_flight=admission.limit)
+    return _unavailable()
 
 
 async def healthz(_request: web.Request) -> web.Response:
@@ -238,6 +275,9 @@ def create_app(settings: Settings) -> web.Application:
     app[LIFECYCLE] = Lifecycle()
     app[METRICS] = IngestMetrics()
     app[KEYS] = KeyRing(settings.projects)
+    app[ADMISSION] = admission = Admission(settings.ingest.max_in_flight)
+    app[METRICS].in_flight.set_function(lambda: admission.in_flight)
+    app[METRICS].max_in_flight.set(admission.limit)
     app[SOURCES] = SourcePolicy.parse(settings.ingest.allowed_networks,
                                       settings.ingest.trusted_proxies)
     app[BROKER] = Broker.for_settings(settings)

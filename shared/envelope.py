@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+
+import orjson
 
 ENVELOPE_VERSION = 1
 
@@ -22,7 +24,11 @@ class AlertEnvelope:
     correlation_id: str
 
     def to_bytes(self) -> bytes:
-        return json.dumps({"v": ENVELOPE_VERSION, **asdict(self)}, ensure_ascii=False).encode()
+        # Field by field rather than dataclasses.asdict, which deep-copies: once per alert.
+        return orjson.dumps({
+            "v": ENVELOPE_VERSION, "body": self.body, "route": self.route,
+            "timestamp": self.timestamp, "key_id": self.key_id, "received_at": self.received_at,
+            "correlation_id": self.correlation_id})
 
     @classmethod
     def from_bytes(cls, data: bytes) -> AlertEnvelope:

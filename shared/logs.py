@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
+import orjson
 import structlog
 
 # A field whose name says it may hold a secret is dropped before rendering, as a second line of
@@ -14,12 +17,27 @@ import structlog
 _SECRET_WORDS = ("signature", "secret", "private", "password", "hmac_key", "token")
 
 
+@functools.cache  # field names are few and fixed in the code: each is judged once
+def _may_hold_secret(name: str) -> bool:
+    return any(word in name.lower() for word in _SECRET_WORDS)
+
+
 def drop_secret_fields(
     _logger: Any, _method: str, event: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    for name in [k for k in event if any(word in k.lower() for word in _SECRET_WORDS)]:
+    for name in [k for k in event if _may_hold_secret(k)]:
         event[name] = "[redacted]"
     return event
+
+
+def json_line(event: Mapping[str, Any], **kw: Any) -> str:
+    """One JSON line by orjson (several times faster than json, on every line of every
+    alert); what orjson refuses (an integer past 64 bits) goes through json instead."""
+    default = kw.get("default")
+    try:
+        return orjson.dumps(event, default=default).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(event, default=default)
 
 
 def configure(fmt: str = "json", level: str = "info", *, cache: bool = True,
@@ -28,7 +46,7 @@ def configure(fmt: str = "json", level: str = "info", *, cache: bool = True,
     # Colours only on a terminal: escape codes in a file or a pipe are noise.
     renderer: Any = (
         structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty()) if fmt == "console"
-        else structlog.processors.JSONRenderer()
+        else structlog.processors.JSONRenderer(serializer=json_line)
     )
     tracing_ids: list[Any] = []
     if trace_ids:

@@ -61,6 +61,14 @@ class IngestSettings:
     # On SIGTERM, /readyz answers 503 for this long while alerts are still served, so that a
     # load balancer stops sending before the listener closes (Kubernetes: a few seconds).
     drain_s: float = 0.0
+    # Alerts being answered at once; past it an alert is refused at once (503, Retry-After)
+    # rather than queued behind the others until the publish timeout (README, "Past its
+    # capacity"). About its alerts per second times the latency it may add: 1,000/s x 0.1 s.
+    max_in_flight: int = 100
+
+    def __post_init__(self) -> None:
+        if self.max_in_flight < 1:
+            raise SettingsError("[ingest] max_in_flight: expected at least 1")
 
 
 @dataclass(frozen=True)
@@ -180,6 +188,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str, Callable[[str], Any]]] = {
     "HH_INGEST_HOST": ("ingest", "host", str),
     "HH_INGEST_PORT": ("ingest", "port", int),
     "HH_INGEST_DRAIN_S": ("ingest", "drain_s", float),
+    "HH_INGEST_MAX_IN_FLIGHT": ("ingest", "max_in_flight", int),
     "HH_WORKER_HOST": ("worker", "host", str),
     "HH_WORKER_PORT": ("worker", "port", int),
     "HH_CONSOLE_HOST": ("console", "host", str),

@@ -232,12 +232,24 @@ def verify_with(key: VerifyKey, message: bytes, signature: str) -> bool:
     return verify_hmac(key.hmac_secret, message, signature)
 
 
+HMAC_SIGNATURE_MAX_CHARS = 128  # SHA-512's 64 bytes as hex; an RSA signature is 172 or more
+
+
+def likely_algorithm(signature: str) -> Algorithm:
+    """The kind of key a signature's form points to: an HMAC-SHA512 one is 128 hex or 88
+    base64 characters, an RSA one at least 172 (1,024 bits; 344 for the usual 2,048)."""
+    return "hmac" if len(signature.strip()) <= HMAC_SIGNATURE_MAX_CHARS else "rsa"
+
+
 def find_verifying_key(
     keys: Sequence[VerifyKey], body: object, timestamp: str, signature: str
 ) -> VerifyKey | None:
-    """The first configured key that verifies the signature, or None."""
+    """The first configured key that verifies the signature, or None. Keys of the kind the
+    signature's form points to are tried first (a failing RSA check costs more than the HMAC
+    one that succeeds); every key is still tried before giving up."""
     message = signing_message(body, timestamp)
-    for key in keys:
+    likely = likely_algorithm(signature)
+    for key in sorted(keys, key=lambda k: k.algorithm != likely):  # stable: configured order
         if verify_with(key, message, signature):
             return key
     return None

@@ -1,0 +1,99 @@
+"""The ingest past its capacity, measured as a peer would be: vegeta (deploy/tools.sh vegeta)
+as the client, pre-signed distinct alerts, a closed-loop maximum, then open-loop arrival rates
+at shares of it; per rate the goodput, the refusals, the latencies of each, and the ingest's
+CPU-seconds (from /proc) per 1,000 accepted alerts."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from bench.loadgen import Request, percentiles
+
+SHARES = (0.25, 0.50, 0.80, 1.20, 2.00)
+TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+def vegeta_path() -> str:
+    here = Path(__file__).resolve().parent.parent / "deploy" / "tools.sh"
+    subprocess.run([str(here), "vegeta"], check=True)  # noqa: S603 - the project's own script
+    return subprocess.run([str(here), "vegeta-path"], check=True, capture_output=True,  # noqa: S603
+                          text=True).stdout.strip()
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process so far (fields 14 and 15 of /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS_PER_S
+
+
+def targets_file(requests: Sequence[Request], base_url: str, path: Path) -> Path:
+    """vegeta's JSON targets, one line per request, bodies base64."""
+    with path.open("w") as out:
+        for request in requests:
+            out.write(json.dumps({
+                "method": "POST", "url": base_url + request.path,
+                "body": base64.b64encode(request.body).decode("ascii"),
+                "header": {k: [v] for k, v in request.headers.items()}}) + "\n")
+    return path
+
+
+@dataclass
+class Attack:
+    """One vegeta run: each answer's status and latency (seconds)."""
+
+    seconds: float
+    answers: list[tuple[int, float]]
+    cpu_s: float
+
+    def row(self, name: str, offered_rps: float | None) -> dict[str, Any]:
+        codes = Counter(str(code) for code, _ in self.answers)
+        accepted = [lat for code, lat in self.answers if code == 200]
+        refused = [lat for code, lat in self.answers if code == 503]
+        ms = {"accepted_ms": _ms(accepted), "refused_ms": _ms(refused)}
+        return {
+            "name": name, "offered_rps": round(offered_rps, 1) if offered_rps else None,
+            "requests": len(self.answers), "seconds": round(self.seconds, 2),
+            "goodput_rps": round(len(accepted) / self.seconds, 1),
+            "accepted_share": round(len(accepted) / max(1, len(self.answers)), 5),
+            "refused": len(refused), "statuses": dict(codes), **ms,
+            "cpu_s": round(self.cpu_s, 2),
+            "cpu_s_per_1000_accepted": round(1000 * self.cpu_s / max(1, len(accepted)), 3),
+            "requests_per_cpu_s": round(len(self.answers) / self.cpu_s, 1) if self.cpu_s else 0,
+        }
+
+
+def _ms(samples: list[float]) -> dict[str, float]:
+    return {k: round(v * 1000, 2) for k, v in percentiles(samples).items() if k != "p99.9"}
+
+
+def attack(vegeta: str, targets: Path, pid: int, *, rate: float | None, seconds: float,
+           workers: int = 32) -> Attack:
+    """`rate` None: closed loop with `workers` connections; else open loop at `rate`/s (vegeta
+    adds workers as answers lag, so arrivals keep their pace)."""
+    pace = ["-rate=0", f"-max-workers={workers}", f"-workers={workers}"] if rate is None \
+        else [f"-rate={rate:.0f}/s"]
+    cpu_before = cpu_seconds(pid)
+    attacked = subprocess.run(  # noqa: S603 - our pinned vegeta
+        [vegeta, "attack", "-format=json", f"-targets={targets}", f"-duration={seconds}s",
+         "-timeout=10s", "-keepalive=true", *pace],
+        check=True, capture_output=True)
+    cpu = cpu_seconds(pid) - cpu_before
+    encoded = subprocess.run([vegeta, "encode", "-to=json"], input=attacked.stdout,  # noqa: S603
+                             check=True, capture_output=True).stdout
+    answers, first, last = [], float("inf"), 0.0
+    for line in encoded.splitlines():
+        hit = json.loads(line)
+        sent = datetime.fromisoformat(hit["timestamp"]).timestamp()
+        latency = hit["latency"] / 1e9
+        first, last = min(first, sent), max(last, sent + latency)
+        answers.append((int(hit["code"]), latency))
+    return Attack(max(seconds, last - first), answers, cpu)
