@@ -38,7 +38,7 @@ KINDS: tuple[KeyKind, ...] = ("rsa", "hmac")
 
 
 def bench_env(folder: Path) -> dict[str, str]:
-    return {"HH_CONFIG": str(folder / "config.toml"), "HH_MONGO_DB": "hh_bench",
+    return {"HH_CONFIG": str((folder / "config.toml").resolve()), "HH_MONGO_DB": "hh_bench",
             "HH_INGEST_HOST": "127.0.0.1", "HH_INGEST_PORT": str(INGEST_PORT),
             "HH_WORKER_PORT": str(WORKER_PORT), "HH_LOG_FORMAT": "json", "HH_LOG_LEVEL": "info"}
 
@@ -135,28 +135,41 @@ class Bench:
 
     async def overload_runs(self) -> None:
         """The ingest (HMAC) past its capacity, with vegeta: its closed-loop maximum, then
-        open-loop arrival rates at shares of it."""
+        open-loop arrival rates at shares of it; the ingest before issue 18 first, in the same
+        run, then today's."""
         vegeta = overload.vegeta_path()
+        self.results["overload"] = []
+        before = overload.baseline_code(self.folder)
+        if before is None:
+            print(f"  (no git history: the ingest at {overload.BASELINE_REV} is not measured)")
+        for variant, cwd in (("before", before), ("now", None)):
+            if variant == "before" and cwd is None:
+                continue
+            await self._overload_series(vegeta, variant, cwd)
+
+    async def _overload_series(self, vegeta: str, variant: str, cwd: Path | None) -> None:
         material = (self.folder / "gateway_callback_hmac.txt").read_bytes().strip()
         seconds = self.args.overload_seconds
         base_url = f"http://127.0.0.1:{INGEST_PORT}"
-        rows = self.results["overload"] = []
+        rows = self.results["overload"]
 
         def targets(name: str, count: int) -> Path:
-            requests = signed_requests(material, "hmac", count, name)
+            requests = signed_requests(material, "hmac", count, f"{variant}-{name}")
             return overload.targets_file(requests, base_url, self.folder / f"{name}.targets")
 
         await self.fresh()
-        ingest = await Service.start("ingest", [], self.env, f"{base_url}/readyz", self.folder)
+        ingest = await Service.start("ingest", [], self.env, f"{base_url}/readyz", self.folder,
+                                     cwd=cwd)
         pid = ingest.proc.pid
         try:
             overload.attack(vegeta, targets("overload-warm", 2000), pid, rate=None, seconds=2)
             await self.fresh()
             closed = overload.attack(vegeta, targets("overload-max", self.args.overload_targets),
                                      pid, rate=None, seconds=seconds).row("closed loop", None)
-            rows.append(closed)
-            self._overload_row(closed)
-            maximum = self.results["overload_max_rps"] = closed["goodput_rps"]
+            rows.append({**closed, "variant": variant})
+            self._overload_row(variant, closed)
+            maximum = closed["goodput_rps"]
+            self.results[f"overload_{variant}_max_rps"] = maximum
             for share in overload.SHARES:
                 await self.fresh()
                 rate = maximum * share
@@ -164,9 +177,10 @@ class Bench:
                 row = overload.attack(vegeta, targets(name, int(rate * seconds) + 1), pid,
                                       rate=rate, seconds=seconds).row(f"open loop {share:.0%}",
                                                                       rate)
-                rows.append({**row, "load_share": share})
-                self._overload_row(row)
-            self.rss["ingest"] = max(self.rss["ingest"], ingest.peak_rss_mb())
+                rows.append({**row, "load_share": share, "variant": variant})
+                self._overload_row(variant, row)
+            if variant == "now":
+                self.rss["ingest"] = max(self.rss["ingest"], ingest.peak_rss_mb())
         finally:
             ingest.stop()
             await self.fresh()
@@ -174,9 +188,9 @@ class Bench:
                 leftover.unlink()
 
     @staticmethod
-    def _overload_row(row: dict[str, Any]) -> None:
+    def _overload_row(variant: str, row: dict[str, Any]) -> None:
         ok, no = row["accepted_ms"], row["refused_ms"]
-        print(f"  ingest HMAC {row['name']:<18} goodput {row['goodput_rps']:>7.1f}/s "
+        print(f"  ingest HMAC {variant:<6} {row['name']:<18} goodput {row['goodput_rps']:>7.1f}/s "
               f"accepted {row['accepted_share']:.2%} p50 {ok.get('p50', 0):.1f} p99 "
               f"{ok.get('p99', 0):.1f} max {ok.get('max', 0):.0f} ms; refused {row['refused']}"
               f" p99 {no.get('p99', 0):.1f} ms; {row['cpu_s_per_1000_accepted']:.2f} CPU-s per "

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import resource
 import subprocess
 from collections import Counter
 from collections.abc import Sequence
@@ -20,6 +21,30 @@ from bench.loadgen import Request, percentiles
 
 SHARES = (0.25, 0.50, 0.80, 1.20, 2.00)
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+# The ingest before admission control and the CPU work (issue 18), measured in the same run
+# as today's for the "before" rows: the machine's speed varies too much between runs.
+BASELINE_REV = "dea6efc"
+
+
+def baseline_code(folder: Path, rev: str = BASELINE_REV) -> Path | None:
+    """The ingest and shared packages at `rev`, unpacked under `folder` (None: no git)."""
+    target = folder / f"baseline-{rev}"
+    if (target / "ingest").is_dir():
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "archive", rev, "ingest", "shared"],  # noqa: S603, S607
+                             capture_output=True, check=False)
+    if archive.returncode != 0:
+        return None
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout,  # noqa: S603, S607
+                   check=True)
+    return target
+
+
+def rabbit_pid() -> int | None:
+    found = subprocess.run(["pgrep", "-f", "beam.smp"], capture_output=True,  # noqa: S607
+                           text=True, check=False).stdout.split()
+    return int(found[0]) if found else None
 
 
 def vegeta_path() -> str:
@@ -53,6 +78,7 @@ class Attack:
     seconds: float
     answers: list[tuple[int, float]]
     cpu_s: float
+    others_cpu_s: dict[str, float]  # the load generator's and the broker's, beside it
 
     def row(self, name: str, offered_rps: float | None) -> dict[str, Any]:
         codes = Counter(str(code) for code, _ in self.answers)
@@ -68,6 +94,7 @@ class Attack:
             "cpu_s": round(self.cpu_s, 2),
             "cpu_s_per_1000_accepted": round(1000 * self.cpu_s / max(1, len(accepted)), 3),
             "requests_per_cpu_s": round(len(self.answers) / self.cpu_s, 1) if self.cpu_s else 0,
+            "others_cpu_s": {k: round(v, 2) for k, v in self.others_cpu_s.items()},
         }
 
 
@@ -81,12 +108,17 @@ def attack(vegeta: str, targets: Path, pid: int, *, rate: float | None, seconds:
     adds workers as answers lag, so arrivals keep their pace)."""
     pace = ["-rate=0", f"-max-workers={workers}", f"-workers={workers}"] if rate is None \
         else [f"-rate={rate:.0f}/s"]
-    cpu_before = cpu_seconds(pid)
+    rabbit = rabbit_pid()
+    cpu_before, rabbit_before = cpu_seconds(pid), cpu_seconds(rabbit) if rabbit else 0.0
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     attacked = subprocess.run(  # noqa: S603 - our pinned vegeta
         [vegeta, "attack", "-format=json", f"-targets={targets}", f"-duration={seconds}s",
          "-timeout=10s", "-keepalive=true", *pace],
         check=True, capture_output=True)
     cpu = cpu_seconds(pid) - cpu_before
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    others = {"vegeta": after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime,
+              "rabbitmq": cpu_seconds(rabbit) - rabbit_before if rabbit else 0.0}
     encoded = subprocess.run([vegeta, "encode", "-to=json"], input=attacked.stdout,  # noqa: S603
                              check=True, capture_output=True).stdout
     answers, first, last = [], float("inf"), 0.0
@@ -96,4 +128,4 @@ def attack(vegeta: str, targets: Path, pid: int, *, rate: float | None, seconds:
         latency = hit["latency"] / 1e9
         first, last = min(first, sent), max(last, sent + latency)
         answers.append((int(hit["code"]), latency))
-    return Attack(max(seconds, last - first), answers, cpu)
+    return Attack(max(seconds, last - first), answers, cpu, others)

@@ -19,12 +19,13 @@ class Service:
 
     @classmethod
     async def start(cls, module: str, args: list[str], env: dict[str, str], ready_url: str,
-                    folder: Path) -> Service:
+                    folder: Path, cwd: Path | None = None) -> Service:
+        """`cwd`: run the code found there (`-m` imports from the working directory first)."""
         log = folder / f"{module.replace('.', '_')}.log"
         with log.open("ab") as out:
             # Popen, not asyncio: the benchmark's event loop must not own the child's pipes.
             proc = subprocess.Popen([sys.executable, "-m", module, *args],  # noqa: S603, ASYNC220
-                                    env={**os.environ, **env}, stdout=out, stderr=out)
+                                    env={**os.environ, **env}, stdout=out, stderr=out, cwd=cwd)
         service = cls(module, proc, log)
         await service.wait_ready(ready_url)
         return service

@@ -126,28 +126,28 @@ async def _answer_alert(request: web.Request, route: str, correlation_id: str) -
     if policy.allow:  # an empty allowlist admits everyone: no address to parse
         sender = policy.sender(request.remote, request.headers.get("X-Forwarded-For"))
         if not policy.admits(sender):
-            with structlog.contextvars.bound_contextvars(sender=str(sender)):
-                return _rejected(request, route, Rejected(403, "network_not_allowed"))
+            return _rejected(request, route, correlation_id, Rejected(403, "network_not_allowed"),
+                             sender=str(sender))
     # The limit holds before the body is read whole: a declared length over it is refused at
     # once, and aiohttp stops reading an undeclared (chunked) body at client_max_size.
     if request.content_length is not None and request.content_length > limit:
-        return _rejected(request, route, Rejected(413, "body_too_large"))
+        return _rejected(request, route, correlation_id, Rejected(413, "body_too_large"))
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        return _rejected(request, route, Rejected(413, "body_too_large"))
+        return _rejected(request, route, correlation_id, Rejected(413, "body_too_large"))
 
     result = verify_alert(
         body, request.headers, request.app[KEYS].projects, time.time(),
         settings.ingest.timestamp_tolerance_s,
     )
     if isinstance(result, Rejected):
-        return _rejected(request, route, result)
+        return _rejected(request, route, correlation_id, result)
     return await _publish(request, route, result, correlation_id)
 
 
 def _rejected(
-    request: web.Request, route: str, rejected: Rejected,
+    request: web.Request, route: str, correlation_id: str, rejected: Rejected, **fields: str,
 ) -> web.Response:
     metrics = request.app[METRICS]
     metrics.alerts.labels(route, str(rejected.http_status)).inc()
@@ -155,6 +155,7 @@ def _rejected(
     alert = rejected.alert
     log.warning(
         "alert_rejected", outcome=rejected.http_status, reason=rejected.reason,
+        route=route, correlation_id=correlation_id, **fields,
         project_id=alert.project_id if alert else None,
         payment_id=alert.payment_id if alert else None,
         request_id=alert.request_id if alert else None,
@@ -170,8 +171,12 @@ async def _publish(
     request: web.Request, route: str, accepted: Accepted, correlation_id: str,
 ) -> web.Response:
     alert = accepted.alert
+    # Every line about this alert carries them (a kept-alive connection serves several
+    # requests in one task: the context is reset after each). Bound once the alert is read;
+    # a refusal before that names its route and correlation id itself.
     with structlog.contextvars.bound_contextvars(
-        project_id=alert.project_id, payment_id=alert.payment_id, request_id=alert.request_id,
+        route=route, correlation_id=correlation_id, project_id=alert.project_id,
+        payment_id=alert.payment_id, request_id=alert.request_id,
         idempotency_key=alert.idempotency_key, key_id=accepted.key_id,
     ):
         return await _publish_bound(request, route, accepted, correlation_id)
@@ -214,11 +219,7 @@ def alert_handler(route: str) -> Callable[[web.Request], Awaitable[web.Response]
         started = time.perf_counter()
         try:
             correlation_id = os.urandom(16).hex()  # as random as uuid4, at a third of its cost
-            # Every line about this alert carries them (a kept-alive connection serves
-            # several requests in one task: the context is reset after each).
-            with structlog.contextvars.bound_contextvars(
-                    route=route, correlation_id=correlation_id):
-                return await _answer_alert(request, route, correlation_id)
+            return await _answer_alert(request, route, correlation_id)
         finally:
             admission.leave()
             metrics.request_seconds_by_route[route].observe(time.perf_counter() - started)
