@@ -29,6 +29,7 @@ from console.auth import Operator, Session, Sessions, Users, load_users, same_to
 from console.overview import COUNTED, Overview
 from shared import mongo
 from shared.broker import Broker
+from shared.money import display_amount
 from shared.settings import Settings
 from worker import dlq, parts, story
 
@@ -413,6 +414,7 @@ def create_app(settings: Settings) -> web.Application:
                          autoescape=jinja2.select_autoescape(default=True))
     env = aiohttp_jinja2.get_env(app)
     env.filters["when"] = _when
+    env.filters["money"] = display_amount  # minor units as stored, shown in currency units
     env.filters["qs"] = lambda value: quote(str(value), safe="")
     app.cleanup_ctx.append(_services)
     app.router.add_static("/static/", HERE / "static")

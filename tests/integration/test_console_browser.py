@@ -58,7 +58,8 @@ async def test_sign_in_find_a_payment_redrive_its_dead_letter_and_see_it_settle(
         await page.get_by_role("button", name="Find").click()
         await expect(page.get_by_role("heading", name="Payment browser-1")).to_be_visible()
         await expect(page.locator(".state")).to_contain_text("not final")
-        await expect(page.locator("body")).to_contain_text("150000 RUB")
+        # stored as 150000 minor units, shown in roubles
+        await expect(page.locator("body")).to_contain_text("1,500.00 RUB")
 
         await page.get_by_role("link", name="Dead letters").click()
         row = page.locator("tr", has_text="dead-browser-1")
