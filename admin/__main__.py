@@ -4,7 +4,7 @@
     hh-admin orders register PROJECT_ID PAYMENT_ID --product p2p --flow payin [--amount N]
                                                    [--currency C]
     hh-admin orders poll-now PROJECT_ID PAYMENT_ID
-    hh-admin verify --body FILE --headers FILE     (does a captured alert verify? if not, why)
+    hh-admin verify --body FILE --headers FILE [--at T]  (would ingest accept it? if not, why)
     hh-admin dlq list | show ID | redrive (--id ID ... | --reason-contains TEXT | --all)
     hh-admin dlq purge --yes
     hh-admin retention --dry-run | --now          (what retention would delete; or run it now)
@@ -120,9 +120,9 @@ def _headers(path: Path) -> dict[str, str]:
 
 def verify(settings: Settings, args: argparse.Namespace) -> int:
     report = diagnose(Path(args.body).read_bytes(), _headers(Path(args.headers)),
-                      settings.projects)
+                      settings.projects, args.at, settings.ingest.timestamp_tolerance_s)
     print("\n".join(report.lines))
-    return 0 if report.verified_by else 1
+    return 0 if report.accepted else 1
 
 
 async def dead_letters(settings: Settings, args: argparse.Namespace) -> int:
@@ -171,6 +171,9 @@ def main() -> None:
     v = sub.add_parser("verify")
     v.add_argument("--body", required=True, help="the alert body exactly as received")
     v.add_argument("--headers", required=True, help="JSON object or 'Name: value' lines")
+    v.add_argument("--at", type=float, metavar="UNIX_TIME",
+                   help="judge the timestamp window as of this time, e.g. when the alert was "
+                        "captured (default: now, as the ingest would)")
     d = sub.add_parser("dlq").add_subparsers(dest="action", required=True)
     d.add_parser("list")
     d.add_parser("show").add_argument("id")

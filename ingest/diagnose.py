@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import binascii
 import hashlib
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
@@ -13,7 +14,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
-from shared.alert import InvalidAlert, decode_body, parse_alert
+from ingest.verify import Accepted, verify_alert
+from shared.alert import Alert, decode_body
 from shared.settings import ProjectSettings
 from shared.signature import (
     OURS,
@@ -38,9 +40,13 @@ SPELLING_VARIANTS: dict[str, Spelling] = {
 }
 
 
+DEFAULT_TOLERANCE_S = 300  # ingest.timestamp_tolerance_s's default
+
+
 @dataclass
 class Report:
-    verified_by: str | None = None
+    accepted: bool = False  # ingest would answer 200
+    verified_by: str | None = None  # the key the signature verifies with, if any
     lines: list[str] = field(default_factory=list)
 
     def say(self, line: str) -> None:
@@ -69,26 +75,51 @@ def _rsa_single_hash(key: VerifyKey, message: bytes, signature: str) -> bool:
 
 
 def diagnose(
-    body: bytes, headers: Mapping[str, str], projects: Mapping[str, ProjectSettings]
+    body: bytes, headers: Mapping[str, str], projects: Mapping[str, ProjectSettings],
+    now: float | None = None, tolerance_s: int = DEFAULT_TOLERANCE_S,
 ) -> Report:
+    """The ingest's own verdict (`verify_alert`, the one path both use), judged at `now`
+    (default: the present), then, when the signature is in question, why."""
+    judged_at = time.time() if now is None else now
+    verdict = verify_alert(body, headers, projects, judged_at, tolerance_s)
     report = Report()
-    try:
-        _text, value = decode_body(body)
-        alert = parse_alert(value)
-    except InvalidAlert as exc:
-        report.say(f"body: not an alert we accept ({exc.reason}); ingest answers 400")
+    if isinstance(verdict, Accepted):
+        report.accepted, report.verified_by = True, verdict.key_id
+        report.say(_alert_line(verdict.alert))
+        report.say(f"VERIFIED by {verdict.key_id}: ingest answers 200")
         return report
-    report.say(f"alert: project {alert.project_id}, payment {alert.payment_id}, "
-               f"status {alert.status}:{alert.sub_status}")
-    project = projects.get(alert.project_id)
-    if project is None:
+    alert = verdict.alert
+    if alert is None:
+        report.say(f"body: not an alert we accept ({verdict.reason}); ingest answers 400")
+        return report
+    report.say(_alert_line(alert))
+    if verdict.reason == "unknown_project":
         report.say(f"project {alert.project_id} is not in the config; ingest answers 401")
         return report
     timestamp = headers.get(TIMESTAMP_HEADER, "").strip()
     signature = headers.get(SIGNATURE_HEADER, "").strip()
-    if not timestamp or not signature:
-        report.say(f"missing header: {TIMESTAMP_HEADER if not timestamp else SIGNATURE_HEADER}")
+    if verdict.reason in ("missing_timestamp", "missing_signature"):
+        missing = TIMESTAMP_HEADER if verdict.reason == "missing_timestamp" else SIGNATURE_HEADER
+        report.say(f"missing header: {missing}; ingest answers 401")
         return report
+    if verdict.reason == "timestamp_outside_window":
+        report.say(f"{TIMESTAMP_HEADER} {timestamp!r} is outside ±{tolerance_s} s of the time "
+                   f"judged ({int(judged_at)}): ingest answers 401 (a replay, a clock that is "
+                   "off, or a capture judged later: --at its time); the signature, anyway:")
+    else:
+        report.say(f"ingest answers 401 ({verdict.reason})")
+    _explain_signature(report, projects[alert.project_id], body, timestamp, signature)
+    return report
+
+
+def _alert_line(alert: Alert) -> str:
+    return (f"alert: project {alert.project_id}, payment {alert.payment_id}, "
+            f"status {alert.status}:{alert.sub_status}")
+
+
+def _explain_signature(report: Report, project: ProjectSettings, body: bytes, timestamp: str,
+                       signature: str) -> None:
+    _text, value = decode_body(body)  # verify_alert read it already: it decodes
     normalized = normalize(value)
     message = signing_message(value, timestamp)
     report.say(f"normalized string: {normalized}")
@@ -98,8 +129,8 @@ def diagnose(
     for key in project.callback_keys:
         if verify_with(key, message, signature):
             report.verified_by = key.key_id
-            report.say(f"VERIFIED by {key.key_id} ({key.algorithm})")
-            return report
+            report.say(f"the signature verifies with {key.key_id} ({key.algorithm})")
+            return
         report.say(f"not verified by {key.key_id} ({key.algorithm})")
     report.say("no configured key verifies it; trying other readings of the scheme:")
     for key in project.callback_keys:
@@ -111,7 +142,6 @@ def diagnose(
                    "(check the cash register's callback key and algorithm), or the body was "
                    "changed after signing (a proxy re-encoding JSON, for instance)")
     report.say(f"(base64url of the normalized string begins {b64url(normalized.encode())[:24]})")
-    return report
 
 
 def _variants(key: VerifyKey, value: object, timestamp: str, signature: str) -> list[str]:

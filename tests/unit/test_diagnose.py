@@ -62,3 +62,17 @@ def test_unknown_project_and_bad_body() -> None:
         b'{"project_id":"x","general":{"payment_id":"p"},"status":{"status":"s"}}',
         headers("x"), PROJECTS).lines[-1]
     assert "400" in diagnose(b"[]", {}, PROJECTS).lines[0]
+
+
+def test_the_verdict_is_the_ingests_own_timestamp_window_included() -> None:
+    """`hh-admin verify` judges as the ingest does (verify_alert): a well-signed alert whose
+    timestamp is outside the window would be refused, and is said so; judged at its time
+    (--at), it is accepted."""
+    case = vectors()["cases"][1]
+    body, signed = case["raw_body"].encode(), headers(case["rsa_signature_by_gateway_key"])
+    late = diagnose(body, signed, PROJECTS, now=int(TS) + 301)
+    assert not late.accepted and late.verified_by is not None
+    assert any("outside ±300 s" in line for line in late.lines)
+    on_time = diagnose(body, signed, PROJECTS, now=int(TS) + 299)
+    assert on_time.accepted and on_time.verified_by == late.verified_by
+    assert on_time.lines[-1].endswith("ingest answers 200")
