@@ -366,7 +366,13 @@ def main() -> None:
         subprocess.run([sys.executable, "deploy/devkit.py", "init", str(folder)], check=True)  # noqa: S603
     logs.configure("console", "warning")  # the in-process worker of the growth stage: quiet
     if args.only == "overload":
-        asyncio.run(Bench(args, folder).overload_runs())
+        alone = Bench(args, folder)
+        asyncio.run(alone.overload_runs())
+        r = {**alone.results, "peak_rss_mb": alone.rss}
+        (folder / "overload.json").write_text(json.dumps(r, indent=2) + "\n")
+        print("\n".join(report._overload(r)))
+        print("\n".join(f"{t}: {v} ({ok})" for t, v, ok in report.overload_targets(r)))
+        print(f"peak RSS, ingest: {alone.rss['ingest']:.0f} MB; figures in {folder}/overload.json")
         return
     results = asyncio.run(run(args, folder))
     args.out.mkdir(exist_ok=True)

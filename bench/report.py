@@ -44,12 +44,89 @@ def targets(r: dict[str, Any]) -> list[tuple[str, str, str]]:
                  _verdict(idle == 0)))
     rows.append((f"hourly sweep query, a scan once an hour ({growth}; no target)",
                  f"{r['growth_due_ratio']:.2f} x", "info"))
+    rows += overload_targets(r)
     rss = r["peak_rss_mb"]
     rows.append(("peak RSS: ingest ≤ 120 MB", f"{rss['ingest']:.0f} MB",
                  _verdict(rss["ingest"] <= 120)))
     rows.append(("peak RSS: worker ≤ 200 MB", f"{rss['worker']:.0f} MB",
                  _verdict(rss["worker"] <= 200)))
     return rows
+
+
+def _overload_rows(r: dict[str, Any], variant: str) -> dict[str, dict[str, Any]]:
+    return {row["name"]: row for row in r.get("overload", []) if row["variant"] == variant}
+
+
+def overload_targets(r: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """Issue 18's targets, from the overload stage (none when it did not run)."""
+    now, before = _overload_rows(r, "now"), _overload_rows(r, "before")
+    if not now:
+        return []
+    closed = now["closed loop"]
+    rows = [("ingest requests per CPU-second ≥ the peer's (1,395-1,493 measured beside it)",
+             f"{closed['requests_per_cpu_s']:.0f} (closed loop)",
+             _verdict(closed["requests_per_cpu_s"] >= 1395))]
+    if before:
+        for name in ("closed loop", "open loop 50%"):
+            cut = 1 - now[name]["cpu_s_per_1000_accepted"] / \
+                before[name]["cpu_s_per_1000_accepted"]
+            rows.append((f"CPU per accepted alert ≥ 40 % lower than before ({name})",
+                         f"{cut:.0%} lower ({before[name]['cpu_s_per_1000_accepted']:.2f} → "
+                         f"{now[name]['cpu_s_per_1000_accepted']:.2f} CPU-s per 1,000)",
+                         _verdict(cut >= 0.4)))
+    at80, at200 = now["open loop 80%"], now["open loop 200%"]
+    ok80 = at80["accepted_ms"]
+    spread = ok80.get("p99", 0) / ok80["p50"] if ok80.get("p50") else float("inf")
+    rows += [
+        ("at 80 %: ≥ 99.9 % accepted", f"{at80['accepted_share']:.2%}",
+         _verdict(at80["accepted_share"] >= 0.999)),
+        ("at 80 %: p99 ≤ 5 x p50", f"{spread:.1f} x", _verdict(spread <= 5)),
+        ("at 200 %: goodput ≥ 90 % of the maximum",
+         f"{at200['goodput_rps'] / r['overload_now_max_rps']:.0%} ({at200['goodput_rps']:.0f}/s)",
+         _verdict(at200["goodput_rps"] >= 0.9 * r["overload_now_max_rps"])),
+        ("at 200 %: refusals answered, p99 < 50 ms",
+         f"{at200['refused_ms'].get('p99', 0):.1f} ms",
+         _verdict(at200["refused_ms"].get("p99", 0) < 50)),
+        ("at 200 %: no accepted alert slower than 1 s",
+         f"max {at200['accepted_ms'].get('max', 0):.0f} ms",
+         _verdict(at200["accepted_ms"].get("max", 0) <= 1000)),
+    ]
+    return rows
+
+
+def _overload(r: dict[str, Any]) -> list[str]:
+    if not r.get("overload"):
+        return []
+    lines = [
+        "## Ingest past its capacity",
+        "",
+        "vegeta (pinned, `deploy/tools.sh vegeta`) sends distinct pre-signed HMAC alerts: a "
+        "closed loop of 32 connections for the maximum, then open-loop arrival rates at shares "
+        "of it (latency counted by vegeta from each request's due time). CPU is the ingest "
+        "process's own (/proc), beside the load generator's and RabbitMQ's on the same cores. "
+        "`before` is the ingest at the commit before admission control and the CPU work "
+        "(issue 18), measured in the same run.",
+        "",
+        "| ingest | run | offered /s | goodput /s | accepted | refused (503) | other | "
+        "accepted p50 / p90 / p99 / max ms | refused p50 / p99 / max ms | CPU-s per 1,000 "
+        "accepted | requests per CPU-s | vegeta, RabbitMQ CPU-s |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|---:|---:|---|",
+    ]
+    for row in r["overload"]:
+        ok, no = row["accepted_ms"], row["refused_ms"]
+        other = sum(v for k, v in row["statuses"].items() if k not in ("200", "503"))
+        offered = f"{row['offered_rps']:.0f}" if row["offered_rps"] else "closed"
+        lines.append(
+            f"| {row['variant']} | {row['name']} | {offered} | {row['goodput_rps']:.0f} | "
+            f"{row['accepted_share']:.2%} | {row['refused']} | {other} | "
+            f"{ok.get('p50', 0):.1f} / {ok.get('p90', 0):.1f} / {ok.get('p99', 0):.1f} / "
+            f"{ok.get('max', 0):.0f} | {no.get('p50', 0):.1f} / {no.get('p99', 0):.1f} / "
+            f"{no.get('max', 0):.0f} | {row['cpu_s_per_1000_accepted']:.2f} | "
+            f"{row['requests_per_cpu_s']:.0f} | {row['others_cpu_s']['vegeta']:.1f}, "
+            f"{row['others_cpu_s']['rabbitmq']:.1f} |")
+    lines += ["", "\"other\": vegeta's own errors (0: a 10 s timeout or a refused "
+              "connection).", ""]
+    return lines
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -83,8 +160,8 @@ def markdown(r: dict[str, Any]) -> str:
         lines.append(f"| {row['name']} | {row['throughput_rps']:.0f} | {_ms(row, 'p50')} | "
                      f"{_ms(row, 'p90')} | {_ms(row, 'p99')} | {_ms(row, 'p99.9')} | "
                      f"{_ms(row, 'max')} | {answers} |")
+    lines += ["", *_overload(r)]
     lines += [
-        "",
         "## Worker",
         "",
         "Drain of a pre-filled `hh.callbacks.process` queue by one `hh-worker` process, beside a "
