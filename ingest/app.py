@@ -67,18 +67,28 @@ class KeyRing:
     """The cash registers and their keys, swapped whole on reload (SIGHUP): a request reads
     one consistent set, and requests in flight are never dropped."""
 
-    def __init__(self, projects: Mapping[str, ProjectSettings]) -> None:
+    def __init__(self, projects: Mapping[str, ProjectSettings], config_file: str | None = None
+                 ) -> None:
         self.projects = projects
+        self.config_file = config_file  # the file the process started with, --config or not
 
-    def reload(self, path: str | None = None) -> bool:
+    def reload(self) -> bool:
+        """Read the keys again from the file the process started with. A reload that fails,
+        or that would leave no cash register (every alert would then be 401), keeps the keys
+        in use and says why."""
         try:
-            fresh = load_settings(path).projects
+            fresh = load_settings(self.config_file).projects
         except SettingsError as exc:
             log.error("keys_reload_failed", error=str(exc))
             return False
+        if not fresh:
+            log.error("keys_reload_failed", config_file=self.config_file,
+                      error="the config names no cash register: the keys in use are kept")
+            return False
         self.projects = fresh
-        log.info("keys_reloaded", keys={p: [k.key_id for k in project.callback_keys]
-                                        for p, project in fresh.items()})
+        log.info("keys_reloaded", config_file=self.config_file,
+                 keys={p: [k.key_id for k in project.callback_keys]
+                       for p, project in fresh.items()})
         return True
 
 
@@ -275,7 +285,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[LIFECYCLE] = Lifecycle()
     app[METRICS] = IngestMetrics()
-    app[KEYS] = KeyRing(settings.projects)
+    app[KEYS] = KeyRing(settings.projects, settings.config_file)
     app[ADMISSION] = admission = Admission(settings.ingest.max_in_flight)
     app[METRICS].in_flight.set_function(lambda: admission.in_flight)
     app[METRICS].max_in_flight.set(admission.limit)

@@ -164,6 +164,7 @@ class Settings:
     projects: Mapping[str, ProjectSettings] = field(default_factory=dict)
     log_format: str = "json"
     log_level: str = "info"
+    config_file: str | None = None  # the file these were read from (a reload reads it again)
 
 
 def flag(text: str) -> bool:
@@ -336,6 +337,7 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"config {file} is not valid TOML: {exc}") from None
     try:
-        return parse_settings(raw, file.resolve().parent)
+        settings = parse_settings(raw, file.resolve().parent)
     except SettingsError as exc:
         raise SettingsError(f"config {file}: {exc}") from None
+    return replace(settings, config_file=str(file.resolve()))

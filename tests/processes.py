@@ -49,10 +49,19 @@ class ServiceProcess:
         self._reader: asyncio.Task[None] | None = None
 
     @classmethod
-    async def start(cls, config: Path, module: str = "worker") -> ServiceProcess:
-        env = {**os.environ, "HH_CONFIG": str(config), "HH_LOG_FORMAT": "json"}
+    async def start(cls, config: Path, module: str = "worker", *, by_flag: bool = False,
+                    env_config: Path | None = None) -> ServiceProcess:
+        """`by_flag`: the config is named by --config, and HH_CONFIG names `env_config` (or
+        nothing)."""
+        env = {**os.environ, "HH_LOG_FORMAT": "json"}
+        env.pop("HH_CONFIG", None)
+        if not by_flag:
+            env["HH_CONFIG"] = str(config)
+        elif env_config is not None:
+            env["HH_CONFIG"] = str(env_config)
+        args = ["--config", str(config)] if by_flag else []
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", module, env=env, stdout=asyncio.subprocess.PIPE,
+            sys.executable, "-m", module, *args, env=env, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT)
         service = cls(proc)
         cls.alive.add(service)
