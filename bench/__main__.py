@@ -313,6 +313,17 @@ def machine() -> dict[str, str]:
 
 async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     bench = Bench(args, folder)
+    try:
+        return await _stages(bench, args, folder)
+    except BaseException:
+        # A stage that dies must not leave its alerts and stale checks in the queues, where
+        # the next `make run` would pick them up.
+        print("a stage failed: emptying the benchmark's queues and database", flush=True)
+        await bench.fresh(last=True)
+        raise
+
+
+async def _stages(bench: Bench, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     started = time.monotonic()
     print("ceilings and ingest", flush=True)
     await bench.http_runs()
