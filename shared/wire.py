@@ -16,8 +16,6 @@ TOKEN_HEADER = "x-access-token"  # noqa: S105 - a header name
 ALGORITHM_HEADER = "x-access-merchant-algorithm"
 # [our choice] the value of x-access-merchant-algorithm: omitted for RSA, "HMAC" for HMAC.
 HMAC_ALGORITHM = "HMAC"
-SIGNED_HEADERS = (TIMESTAMP_HEADER, SIGNATURE_HEADER, MERCHANT_ID_HEADER, TOKEN_HEADER,
-                  ALGORITHM_HEADER)
 
 # --- our callback endpoint: route name -> path, and the create-request field naming it -------
 CALLBACK_PATHS = {

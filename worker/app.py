@@ -71,7 +71,9 @@ class Worker:
         assert self.broker.connection is not None
         channel = await self.broker.connection.channel()
         await channel.set_qos(prefetch_count=self.settings.amqp.prefetch)
-        self._consume_channel = channel
+        # Kept: the robust connection holds its channels weakly, and restores after an
+        # outage only those still referenced (this one carries every consumer).
+        self._consuming_channel = channel
         consumers = [(PROCESS_QUEUE, self.consumer.on_alert),
                      (REGISTER_QUEUE, self.consumer.on_registration)]
         if self.settings.poller.enabled:

@@ -40,13 +40,6 @@ def next_slot(order: Document, schedule: Document | None) -> Slot:
     return Slot(attempt, seq, step)
 
 
-def due_slot(order: Document, schedule: Document | None, now: datetime) -> Slot | None:
-    due = order.get("next_poll_at")
-    if due is None or due > now:
-        return None
-    return next_slot(order, schedule)
-
-
 def check_delay(step: int, settings: PollerSettings) -> float:
     """How long the check for `step` waits: the stale period before the first poll after a
     change (step 0), then the ladder's rungs (the last repeats)."""

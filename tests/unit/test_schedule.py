@@ -10,7 +10,7 @@ from shared.broker import check_delays
 from shared.settings import PollerSettings
 from shared.topology import DUE_QUEUE, contract_topology, wait_queue
 from worker.checks import Check, InvalidCheck
-from worker.schedule import Slot, after_poll, check_delay, due_slot, next_poll_at
+from worker.schedule import Slot, after_poll, check_delay, next_poll_at, next_slot
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 S = PollerSettings(stale_after_s=600, give_up_after_s=3 * 3600, ladder_s=(60, 300, 900))
@@ -22,14 +22,13 @@ def test_non_final_order_is_due_once_stale() -> None:
     assert next_poll_at(False, 0, None, None, S) is None
 
 
-def test_due_slot_follows_the_view_and_schedule() -> None:
+def test_next_slot_follows_the_view_and_schedule() -> None:
     order = {"seq": 2, "next_poll_at": T0}
-    assert due_slot(order, None, T0 - timedelta(seconds=1)) is None
-    assert due_slot(order, None, T0) == Slot(1, 2, 0)
+    assert next_slot(order, None) == Slot(1, 2, 0)
     schedule = {"attempt": 3, "last_seq": 2, "ladder_step": 2}
-    assert due_slot(order, schedule, T0) == Slot(4, 2, 2)
+    assert next_slot(order, schedule) == Slot(4, 2, 2)
     moved = {"attempt": 3, "last_seq": 1, "ladder_step": 2}
-    assert due_slot(order, moved, T0) == Slot(4, 2, 0)  # changed since: the ladder restarts
+    assert next_slot(order, moved) == Slot(4, 2, 0)  # changed since: the ladder restarts
 
 
 def test_ladder_after_unchanged_polls_then_repeats_last_rung() -> None:
