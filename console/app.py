@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,14 +22,17 @@ import jinja2
 import structlog
 from aio_pika.exceptions import AMQPError
 from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
 from console import actions
 from console.auth import Operator, Session, Sessions, Users, load_users, same_token
 from console.overview import COUNTED, Overview
+from console.throttle import SignInThrottle
 from shared import mongo
 from shared.broker import Broker
+from shared.metrics import metrics_handler, process_registry
 from shared.money import display_amount
 from shared.settings import Settings
 from worker import dlq, parts, story
@@ -45,7 +49,7 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",  # (no-referrer would make forms send Origin: null)
     "Cache-Control": "no-store",
 }
-OPEN_PATHS = ("/login", "/static/", "/healthz", "/readyz", "/favicon.ico")
+OPEN_PATHS = ("/login", "/static/", "/healthz", "/readyz", "/metrics", "/favicon.ico")
 
 SETTINGS = web.AppKey("settings", Settings)
 COLLECTIONS = web.AppKey("collections", mongo.Collections)
@@ -54,6 +58,9 @@ USERS = web.AppKey("users", Users)
 BROKER = web.AppKey("broker", Broker)
 PARTS = web.AppKey("parts", parts.Parts)
 OVERVIEW = web.AppKey("overview", Overview)
+THROTTLE = web.AppKey("sign_in_throttle", SignInThrottle)
+SIGN_IN_REFUSALS = web.AppKey("sign_in_refusals", Counter)
+METRICS_REGISTRY = web.AppKey("metrics_registry", CollectorRegistry)
 SESSION = web.RequestKey("session", Session)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -215,24 +222,41 @@ async def login(request: web.Request) -> web.StreamResponse:
     if not same_token(str(form.get("login_csrf", "")), request.cookies.get(LOGIN_COOKIE, "")):
         return _refuse(request, 403, "the sign-in form expired: load it again")
     name = str(form.get("name", ""))
-    operator = request.app[USERS].check(name, str(form.get("password", "")))
+    users, throttle, address = request.app[USERS], request.app[THROTTLE], request.remote or ""
+    # An unknown name is not logged: it may be a password typed in the wrong field.
+    logged_name = name if users.known(name) else None
+    wait = throttle.wait_s(name, address, time.monotonic())
+    if wait > 0:  # refused before the password is even checked
+        request.app[SIGN_IN_REFUSALS].labels("throttled").inc()
+        log.warning("console_sign_in_throttled", name=logged_name, source=address,
+                    wait_s=math.ceil(wait))
+        return _sign_in_again(request, next_path, 429, f"Too many failed sign-ins: try again "
+                              f"in {math.ceil(wait)} s.", {"Retry-After": str(math.ceil(wait))})
+    operator = users.check(name, str(form.get("password", "")))
     if operator is None:
-        # An unknown name is not logged: it may be a password typed in the wrong field.
-        users = request.app[USERS]
-        log.warning("console_sign_in_refused", name=name if users.known(name) else None,
-                    name_known=users.known(name))
-        token = secrets.token_urlsafe(16)
-        response = aiohttp_jinja2.render_template(
-            "login.html", request, {"login_csrf": token, "next": next_path, "operator": None,
-                                    "error": "Wrong name or password."}, status=401)
-        _set_cookie(request, response, LOGIN_COOKIE, token, 600)
-        return response
+        throttle.failed(name, address, time.monotonic())
+        request.app[SIGN_IN_REFUSALS].labels("wrong_password").inc()
+        log.warning("console_sign_in_refused", name=logged_name, name_known=users.known(name),
+                    source=address)
+        return _sign_in_again(request, next_path, 401, "Wrong name or password.")
+    throttle.succeeded(name, address)
     token, _session = await request.app[SESSIONS].create(operator)
     log.info("console_signed_in", by=operator.name, role=operator.role)
     response = web.HTTPSeeOther(next_path)
     _set_cookie(request, response, COOKIE, token, request.app[SESSIONS].ttl_s)
     response.del_cookie(LOGIN_COOKIE, path="/")
     raise response
+
+
+def _sign_in_again(request: web.Request, next_path: str, status: int, error: str,
+                   headers: dict[str, str] | None = None) -> web.StreamResponse:
+    token = secrets.token_urlsafe(16)
+    response = aiohttp_jinja2.render_template(
+        "login.html", request, {"login_csrf": token, "next": next_path, "operator": None,
+                                "error": error}, status=status)
+    response.headers.update(headers or {})
+    _set_cookie(request, response, LOGIN_COOKIE, token, 600)
+    return response
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
@@ -410,6 +434,10 @@ def create_app(settings: Settings) -> web.Application:
                           client_max_size=64 * 1024)
     app[SETTINGS] = settings
     app[USERS] = Users(load_users(settings.console.users_file))
+    app[THROTTLE] = SignInThrottle()
+    registry = app[METRICS_REGISTRY] = process_registry()
+    app[SIGN_IN_REFUSALS] = Counter("hh_console_sign_ins_refused", "Sign-ins refused, by reason",
+                                    ["reason"], registry=registry)
     aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(HERE / "templates"),
                          autoescape=jinja2.select_autoescape(default=True))
     env = aiohttp_jinja2.get_env(app)
@@ -420,6 +448,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_static("/static/", HERE / "static")
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_handler(registry))
     app.router.add_get("/login", login_form)
     app.router.add_post("/login", login)
     app.router.add_post("/logout", logout)

@@ -297,3 +297,26 @@ async def test_poll_now_asks_the_gateway_and_settles_the_payment_audited(
         noted = [e async for doc in s.db.activity.find({}) for e in doc["events"]
                  if e["order_id"] == f"{PROJECT_ID}:poll-me" and e["status"] == "success"]
         assert noted and noted[-1]["source"] == "poll"
+
+
+async def test_failed_sign_ins_are_slowed_down_refused_logged_and_counted(
+    console_app: Callable[..., Any],
+) -> None:
+    """Thirty wrong passwords for one name were all checked at once; now, past a few, each
+    is refused before the password is looked at (429, Retry-After), even the right one."""
+    console: RunningConsole = await console_app()
+    anonymous = console.client()
+    with captured() as entries:
+        statuses = [(await anonymous.sign_in("olga", f"guess-{n}")).status for n in range(30)]
+        throttled = await anonymous.sign_in("olga")  # her own password, while slowed down
+    assert statuses[:4] == [401] * 4 and set(statuses[4:]) == {429}
+    assert throttled.status == 429 and int(throttled.headers["Retry-After"]) >= 1
+    assert "Too many failed sign-ins" in await throttled.text()
+    assert (await anonymous.get("/")).status == 303  # no session
+    refusals = [e for e in entries if e["event"] == "console_sign_in_throttled"]
+    assert len(refusals) == 27 and refusals[0]["name"] == "olga"
+    metrics = await (await anonymous.get("/metrics")).text()
+    assert 'hh_console_sign_ins_refused_total{reason="throttled"} 27.0' in metrics
+    assert 'hh_console_sign_ins_refused_total{reason="wrong_password"} 4.0' in metrics
+    # Another operator from the same address is not slowed by olga's failures.
+    assert (await console.client().sign_in("victor")).status == 303
