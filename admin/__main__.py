@@ -8,6 +8,8 @@
     hh-admin dlq list | show ID | redrive (--id ID ... | --reason-contains TEXT | --all)
     hh-admin dlq purge --yes
     hh-admin retention --dry-run | --now          (what retention would delete; or run it now)
+    hh-admin keys new --kind rsa|hmac [--out DIR] [--name NAME]  (the merchant's key, 0600)
+    hh-admin keys show [--json]                   (each configured key's id, kind and use)
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 import aiohttp
 
+from admin import keys
 from ingest.diagnose import diagnose
 from shared import logs, mongo
 from shared.alert import order_id
@@ -125,6 +128,28 @@ def verify(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if report.accepted else 1
 
 
+def new_key_command(args: argparse.Namespace) -> int:
+    try:
+        made = keys.new_key(args.kind, args.out, args.name)
+    except keys.KeyFileExists as exc:
+        print(f"hh-admin: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(made.lines()))
+    return 0
+
+
+def show_keys(settings: Settings, as_json: bool) -> int:
+    rows = keys.configured_keys(settings)
+    if as_json:
+        _print(rows)
+    elif not rows:
+        print("no cash register is configured (HH_CONFIG names none)")
+    else:
+        print("\n".join(f"{r['project_id']}  {r['key_id']:<20} {r['kind']:<4}  {r['use']}"
+                        for r in rows))
+    return 0 if rows else 1
+
+
 async def dead_letters(settings: Settings, args: argparse.Namespace) -> int:
     broker = Broker.for_settings(settings)
     await broker.connect()
@@ -154,7 +179,7 @@ async def dead_letters(settings: Settings, args: argparse.Namespace) -> int:
         await broker.close()
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hh-admin", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -186,23 +211,44 @@ def main() -> None:
     mode = ret.add_mutually_exclusive_group(required=True)
     mode.add_argument("--dry-run", action="store_true", help="count, delete nothing")
     mode.add_argument("--now", action="store_true", help="run the job once, now")
+    k = sub.add_parser("keys", help="make the merchant's keys; list the configured ones")
+    keys_sub = k.add_subparsers(dest="action", required=True)
+    made = keys_sub.add_parser("new", help="write a new key (never over an existing file)")
+    made.add_argument("--kind", choices=("rsa", "hmac"), required=True)
+    made.add_argument("--out", type=Path, default=Path("."), help="folder (default: here)")
+    made.add_argument("--name", default="merchant", help="file name prefix")
+    keys_sub.add_parser("show", help="configured keys: id, kind, use").add_argument(
+        "--json", action="store_true")
+    return parser
+
+
+def main() -> None:
+    parser = _parser()
     args = parser.parse_args()
+    if args.command == "keys" and args.action == "new":  # needs no config
+        sys.exit(new_key_command(args))
     try:
         settings = load_settings()
     except SettingsError as exc:
         parser.exit(2, f"hh-admin: {exc}\n")
     logs.configure("console", "warning")
+    sys.exit(_run(settings, args))
+
+
+def _run(settings: Settings, args: argparse.Namespace) -> int:
     if args.command == "verify":
-        sys.exit(verify(settings, args))
+        return verify(settings, args)
+    if args.command == "keys":
+        return show_keys(settings, args.json)
     if args.command == "dlq":
-        sys.exit(asyncio.run(dead_letters(settings, args)))
+        return asyncio.run(dead_letters(settings, args))
     if args.command == "retention":
-        sys.exit(asyncio.run(retention(settings, args.dry_run)))
+        return asyncio.run(retention(settings, args.dry_run))
     if args.action == "show":
-        sys.exit(asyncio.run(orders_show(settings, args.project_id, args.payment_id)))
+        return asyncio.run(orders_show(settings, args.project_id, args.payment_id))
     if args.action == "register":
-        sys.exit(asyncio.run(orders_register(settings, args)))
-    sys.exit(asyncio.run(orders_poll_now(settings, args.project_id, args.payment_id)))
+        return asyncio.run(orders_register(settings, args))
+    return asyncio.run(orders_poll_now(settings, args.project_id, args.payment_id))
 
 
 if __name__ == "__main__":
