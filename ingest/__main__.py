@@ -24,6 +24,11 @@ from shared.settings import Settings
 
 log = structlog.get_logger("ingest")
 SHUTDOWN_TIMEOUT_S = 30.0  # the longest a request in flight is waited for
+# Connections the kernel holds until the loop accepts them. aiohttp's 128 overflows when a
+# burst of senders connects at once (HighHelp's retries after an outage): a dropped SYN is
+# retried by the sender a second later, then three, and the ingest sits idle meanwhile.
+# The kernel caps it at net.core.somaxconn (4096 on current kernels).
+LISTEN_BACKLOG = 4096
 
 
 async def serve(settings: Settings) -> int:
@@ -38,7 +43,8 @@ async def serve(settings: Settings) -> int:
     loop.add_signal_handler(signal.SIGHUP, app[KEYS].reload)
     try:
         try:
-            await web.TCPSite(runner, settings.ingest.host, settings.ingest.port).start()
+            await web.TCPSite(runner, settings.ingest.host, settings.ingest.port,
+                              backlog=LISTEN_BACKLOG).start()
             log.info("ingest_started", host=settings.ingest.host, port=settings.ingest.port)
             await _until_stopped(stop, app[LIFECYCLE].connecting)
         except StartFailed as exc:
