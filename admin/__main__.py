@@ -10,6 +10,7 @@
     hh-admin retention --dry-run | --now          (what retention would delete; or run it now)
     hh-admin keys new --kind rsa|hmac [--out DIR] [--name NAME]  (the merchant's key, 0600)
     hh-admin keys show [--json]                   (each configured key's id, kind and use)
+    hh-admin doctor [--json]                      (the go-live check: ✓ or ✗ and what to do)
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 import aiohttp
 
-from admin import keys
+from admin import doctor, keys
 from ingest.diagnose import diagnose
 from shared import logs, mongo
 from shared.alert import order_id
@@ -138,6 +139,15 @@ def new_key_command(args: argparse.Namespace) -> int:
     return 0
 
 
+async def doctor_command(settings: Settings, as_json: bool) -> int:
+    checks = await doctor.run(settings)
+    if as_json:
+        _print([{"check": c.name, "ok": c.ok, "detail": c.detail} for c in checks])
+    else:
+        print("\n".join(c.line() for c in checks))
+    return 0 if all(c.ok for c in checks) else 1
+
+
 def show_keys(settings: Settings, as_json: bool) -> int:
     rows = keys.configured_keys(settings)
     if as_json:
@@ -219,6 +229,8 @@ def _parser() -> argparse.ArgumentParser:
     made.add_argument("--name", default="merchant", help="file name prefix")
     keys_sub.add_parser("show", help="configured keys: id, kind, use").add_argument(
         "--json", action="store_true")
+    sub.add_parser("doctor", help="the go-live check, one line per check").add_argument(
+        "--json", action="store_true")
     return parser
 
 
@@ -240,6 +252,8 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
         return verify(settings, args)
     if args.command == "keys":
         return show_keys(settings, args.json)
+    if args.command == "doctor":
+        return asyncio.run(doctor_command(settings, args.json))
     if args.command == "dlq":
         return asyncio.run(dead_letters(settings, args))
     if args.command == "retention":

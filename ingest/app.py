@@ -25,7 +25,7 @@ from shared.topology import (
     WATCHED_QUEUES,
     callback_routing_key,
 )
-from shared.wire import CALLBACK_PATHS
+from shared.wire import CALLBACK_PATHS, PROBE_HEADER
 
 log = structlog.get_logger("ingest")
 
@@ -121,6 +121,7 @@ RETRY_AFTER = {"Retry-After": str(RETRY_AFTER_S)}
 
 
 UNAVAILABLE = b'{"status": "unavailable"}'
+PROBED = b'{"status": "probe"}'
 
 
 def _unavailable() -> web.Response:
@@ -224,6 +225,9 @@ async def _publish_bound(
 def alert_handler(route: str) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handler(request: web.Request) -> web.Response:
         metrics, admission = request.app[METRICS], request.app[ADMISSION]
+        if PROBE_HEADER in request.headers:  # hh-admin doctor: this URL reaches us
+            log.info("probe_answered", route=route)
+            return web.Response(body=PROBED, content_type="application/json")
         if not admission.enter():  # before the body is read: a refusal costs next to nothing
             return _overloaded(metrics, admission, route)
         started = time.perf_counter()

@@ -65,6 +65,9 @@ class IngestSettings:
     # rather than queued behind the others until the publish timeout (README, "Past its
     # capacity"). About its alerts per second times the latency it may add: 1,000/s x 0.1 s.
     max_in_flight: int = 100
+    # The ingest's public address as HighHelp reaches it (https://pay.example.com): the three
+    # callback URLs are this and CALLBACK_PATHS; `hh-admin doctor` probes them.
+    public_url: str = ""
 
     def __post_init__(self) -> None:
         if self.max_in_flight < 1:
@@ -190,6 +193,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str, Callable[[str], Any]]] = {
     "HH_INGEST_PORT": ("ingest", "port", int),
     "HH_INGEST_DRAIN_S": ("ingest", "drain_s", float),
     "HH_INGEST_MAX_IN_FLIGHT": ("ingest", "max_in_flight", int),
+    "HH_INGEST_PUBLIC_URL": ("ingest", "public_url", str),
     "HH_WORKER_HOST": ("worker", "host", str),
     "HH_WORKER_PORT": ("worker", "port", int),
     "HH_CONSOLE_HOST": ("console", "host", str),

@@ -18,6 +18,10 @@ ALGORITHM_HEADER = "x-access-merchant-algorithm"
 HMAC_ALGORITHM = "HMAC"
 
 # --- our callback endpoint: route name -> path, and the create-request field naming it -------
+# A request with this header is a probe of a callback URL (`hh-admin doctor`): the ingest
+# answers 200 {"status": "probe"} at once, reads nothing, publishes nothing. HighHelp never
+# sends it; anyone may, to no effect.
+PROBE_HEADER = "x-hh-callbacks-probe"
 CALLBACK_PATHS = {
     "callback": "/callbacks/highhelp",
     "success": "/callbacks/highhelp/success",
