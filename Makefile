@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SIM_SCHEDULES ?= 10000
 SIM_SEED ?= 1  # make test runs a known range; `make sim` alone takes a fresh seed
 
-.PHONY: sim mutants run test test-unit test-deploy deploy-tools image soak bench services services-stop lint venv sample-alert demo
+.PHONY: docs sim mutants run test test-unit test-deploy deploy-tools image soak bench services services-stop lint venv sample-alert demo
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,16 @@ $(BIN)/.bench-installed: $(BIN)/.installed
 
 bench: venv services $(BIN)/.bench-installed
 	$(BIN)/python -m bench $(ARGS)
+
+# Zensical is pre-1.0: pinned (0.0.73, the last whose theme ships in the one package; 0.1's
+# zensical-ui is not on the package index these machines reach).
+$(BIN)/.docs-installed: $(BIN)/.installed
+	$(BIN)/pip install -q -e '.[dev,docs]'
+	touch $@
+
+docs: venv $(BIN)/.docs-installed  # the documentation site, strictly, into .site/
+	$(BIN)/python docs/generate.py
+	$(BIN)/zensical build --strict --clean
 
 lint: venv  # ruff, mypy --strict, and the AsyncAPI document by the AsyncAPI project's CLI
 	$(BIN)/ruff check .

@@ -72,7 +72,7 @@ async def broker_checks(settings: Settings) -> list[Check]:
         # A queue declared with other arguments than the contract's: PRECONDITION_FAILED.
         return [Check("broker", False, f"{where} refuses the contract's topology "
                       f"({type(exc).__name__}: {exc}): the queue must be moved or deleted "
-                      "(README, Contract)")]
+                      "(docs/reference/contract.md)")]
     try:
         checks = [Check("broker", True, f"{where}: the contract's topology is declared")]
         assert broker.connection is not None

@@ -41,6 +41,7 @@ database = "hh_callbacks"
 [ingest]
 host = "127.0.0.1"
 port = 8080
+public_url = "http://127.0.0.1:8080"  # as the sandbox reaches the ingest (hh-admin doctor)
 [worker]
 host = "127.0.0.1"
 port = 8081
@@ -135,8 +136,10 @@ def main() -> int:
     p_sandbox = sub.add_parser("sandbox")
     p_sandbox.add_argument("dir", nargs="?", default=".run")
     p_send = sub.add_parser("send")
-    p_send.add_argument("--dir", default=".run")
-    p_send.add_argument("--url", default="http://127.0.0.1:8080")
+    # The defaults follow make run's: its folder and the ingest's port, as run-local.sh reads them.
+    p_send.add_argument("--dir", default=os.environ.get("HH_RUN_DIR", ".run"))
+    p_send.add_argument("--url", default="http://127.0.0.1:"
+                        + os.environ.get("HH_INGEST_PORT", "8080"))
     p_send.add_argument("--route", choices=sorted(CALLBACK_PATHS), default="callback")
     p_send.add_argument("--status", default="processing")
     p_send.add_argument("--sub-status", default="new")

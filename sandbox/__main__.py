@@ -56,7 +56,9 @@ async def traffic(settings: Settings, args: argparse.Namespace) -> None:
     async with aiohttp.ClientSession() as session:
         client = GatewayClient(project, session,
                                register=lambda reg: publish_registration(broker, reg))
-        created = await generate(client, args.count, args.rate, args.callback_base_url)
+        base = (args.callback_base_url or settings.ingest.public_url
+                or f"http://127.0.0.1:{settings.ingest.port}")
+        created = await generate(client, args.count, args.rate, base)
     await broker.close()
     print(json.dumps({"created": len(created)}))
 
@@ -83,7 +85,8 @@ def main() -> None:
     t = sub.add_parser("traffic")
     t.add_argument("--count", type=int, default=100)
     t.add_argument("--rate", type=float, default=50.0)
-    t.add_argument("--callback-base-url", default="http://127.0.0.1:8080")
+    t.add_argument("--callback-base-url",
+                   help="where the alerts go (default: ingest.public_url, else the local ingest)")
     args = parser.parse_args()
     logs.configure("console", "info")
     if args.command == "serve":

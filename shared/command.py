@@ -13,7 +13,7 @@ def settings_from_command_line(prog: str, description: str | None) -> Settings:
         prog=prog, description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Configured by the TOML file named by HH_CONFIG (or --config) and HH_* "
-               "environment variables; see the README's Configuration.")
+               "environment variables; see docs/reference/configuration.md.")
     parser.add_argument("--config", help="the TOML config file (default: $HH_CONFIG)")
     args = parser.parse_args()
     try:

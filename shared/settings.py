@@ -62,8 +62,8 @@ class IngestSettings:
     # load balancer stops sending before the listener closes (Kubernetes: a few seconds).
     drain_s: float = 0.0
     # Alerts being answered at once; past it an alert is refused at once (503, Retry-After)
-    # rather than queued behind the others until the publish timeout (README, "Past its
-    # capacity"). About its alerts per second times the latency it may add: 1,000/s x 0.1 s.
+    # rather than queued behind the others until the publish timeout ("Past its capacity" in
+    # docs/how-to/production.md). About its alerts/s times the latency it may add: 1,000 x 0.1.
     max_in_flight: int = 100
     # The ingest's public address as HighHelp reaches it (https://pay.example.com): the three
     # callback URLs are this and CALLBACK_PATHS; `hh-admin doctor` probes them.

@@ -1,6 +1,6 @@
 """What the console shows, read from the store: finding a payment (by _id only), one payment's
 whole story, and the short lists. Every read of a payment is by _id; the lists read small
-collections that hold only what needs a person (see README, "The operator console")."""
+collections that hold only what needs a person (see docs/how-to/console.md)."""
 
 from __future__ import annotations
 
