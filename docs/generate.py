@@ -167,10 +167,10 @@ def nav_pages(nav: list[Any]) -> list[str]:
     return pages
 
 
-def check_navigation() -> list[str]:
-    config = tomllib.loads((ROOT / "zensical.toml").read_text())
+def check_navigation(config_file: Path = ROOT / "zensical.toml", docs: Path = DOCS) -> list[str]:
+    config = tomllib.loads(config_file.read_text())
     named = set(nav_pages(config["project"]["nav"]))
-    present = {str(p.relative_to(DOCS)) for p in DOCS.rglob("*.md")}
+    present = {str(p.relative_to(docs)) for p in docs.rglob("*.md")} | set(GENERATED)
     problems = [f"the navigation names {p}, which does not exist" for p in sorted(named - present)]
     problems += [f"{p} is in no navigation entry" for p in sorted(present - named)]
     return problems
