@@ -242,6 +242,9 @@ def main() -> None:
     try:
         settings = load_settings()
     except SettingsError as exc:
+        if args.command == "doctor":  # the first check, failed: said as a check says it
+            print(doctor.Check("config", False, str(exc)).line())
+            sys.exit(1)
         parser.exit(2, f"hh-admin: {exc}\n")
     logs.configure("console", "warning")
     sys.exit(_run(settings, args))

@@ -62,3 +62,11 @@ def test_show_lists_each_configured_key_by_id_kind_and_use(
     empty.write_text("")
     nothing = admin("keys", "show", env={"HH_CONFIG": str(empty)})
     assert nothing.returncode == 1 and "no cash register" in nothing.stdout
+
+
+def test_doctor_says_a_config_that_does_not_load_as_its_first_cross(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[[projects]]\nproject_id = "p"\ncallback_public_keys = ["gone.pem"]\n')
+    done = admin("doctor", env={"HH_CONFIG": str(config)})
+    assert done.returncode == 1
+    assert done.stdout.startswith("✗ config: ") and "gone.pem" in done.stdout
