@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
+import structlog
 
 from sim.__main__ import one, quiet_logs
 from sim.scenario import draw
@@ -22,6 +25,15 @@ REGRESSIONS = {
 }
 # (The simulator has changed since some of these were found, so a seed may no longer replay
 # its bug exactly; `make mutants` undoes each fix and shows the bug is caught again.)
+
+
+@pytest.fixture(autouse=True)
+def logging_as_it_was() -> Iterator[None]:
+    """The simulator silences logging for its runs; the tests after these must find the
+    session's logging again (an ingest test that captures log lines failed after them)."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 @pytest.mark.parametrize("seed", sorted(REGRESSIONS))
