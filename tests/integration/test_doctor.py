@@ -102,3 +102,27 @@ async def test_the_command_exits_non_zero_on_a_cross_and_prints_no_secret(
     for key in project.callback_keys:
         if key.hmac_secret is not None:
             assert key.hmac_secret.decode() not in printed
+
+
+async def test_the_other_crosses_a_missing_key_a_refused_topology_and_silence(
+    live: Settings, make_settings: Callable[..., Settings],
+) -> None:
+    project_id = next(iter(live.projects))
+    closed = free_port()
+    # No merchant key: polls cannot run, and HighHelp's API is not even tried.
+    keyless = by_name(await doctor.run(make_settings({"merchant_private_key": ""})))
+    assert not keyless[f"{project_id} merchant key"].ok
+    assert "merchant_private_key" in keyless[f"{project_id} merchant key"].detail
+    assert not keyless[f"{project_id} HighHelp API"].ok
+    # The broker holds the contract's queues with another delivery limit: declaring refuses.
+    other = replace(live, amqp=replace(live.amqp, delivery_limit=7))
+    refused = by_name(await doctor.run(other))["broker"]
+    assert not refused.ok and "refuses the contract's topology" in refused.detail
+    # HighHelp's API and the public URL that do not answer at all.
+    silent = replace(live, ingest=replace(live.ingest, public_url=f"http://127.0.0.1:{closed}"),
+                     projects={project_id: replace(live.projects[project_id],
+                                                   api_base_url=f"http://127.0.0.1:{closed}")})
+    named = by_name(await doctor.run(silent))
+    assert not named[f"{project_id} HighHelp API"].ok
+    assert "did not answer" in named[f"{project_id} HighHelp API"].detail
+    assert not named["callback URL"].ok and "no answer" in named["callback URL"].detail
