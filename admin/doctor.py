@@ -24,7 +24,6 @@ from shared.topology import DUE_QUEUE, PROCESS_QUEUE, REGISTER_QUEUE
 from shared.wire import CALLBACK_PATHS, PROBE_HEADER
 
 CONSUMED = (PROCESS_QUEUE, REGISTER_QUEUE, DUE_QUEUE)  # a running worker consumes each
-INDEXES = {"orders": "next_poll_at_1", "transitions": "recorded_at_1"}  # made by the worker
 ONE_TRY = RetryPolicy(attempts=1, total_s=10.0, request_timeout_s=10.0)
 
 
@@ -95,7 +94,7 @@ async def store_checks(settings: Settings) -> list[Check]:
         db = client[settings.mongo.database]
         await db.command("ping")
         checks = [Check("store", True, f"{where}, database {settings.mongo.database}")]
-        for collection, index in INDEXES.items():
+        for collection, index in mongo.REQUIRED_INDEXES.items():
             names = [ix["name"] async for ix in await db[collection].list_indexes()]
             checks.append(Check(f"index {collection}.{index}", index in names,
                                 "present" if index in names else

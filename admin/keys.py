@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from shared.settings import Settings
-from shared.signature import Algorithm, hmac_key_id, load_signing_key
+from shared.signature import Algorithm, hmac_key_id, rsa_verify_key
 
 RSA_BITS = 2048  # what HighHelp's dashboard takes; its signatures are 344 base64 characters
 HMAC_SECRET_BYTES = 48
@@ -74,7 +74,7 @@ def new_key(kind: Algorithm, folder: Path, name: str) -> NewKey:
     public_pem = private.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     public_path.write_bytes(public_pem)
-    key_id = load_signing_key(private_path.read_bytes(), "rsa").key_id
+    key_id = rsa_verify_key(private.public_key()).key_id
     return NewKey("rsa", key_id, private_path, public_path, public_pem.decode().strip())
 
 

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 
 from ingest.verify import Accepted, verify_alert
 from shared.alert import Alert, decode_body
-from shared.settings import ProjectSettings
+from shared.settings import IngestSettings, ProjectSettings
 from shared.signature import (
     OURS,
     Spelling,
@@ -38,9 +38,6 @@ SPELLING_VARIANTS: dict[str, Spelling] = {
     "lines joined with '&'": replace(OURS, line_separator="&"),
     "lines joined with ''": replace(OURS, line_separator=""),
 }
-
-
-DEFAULT_TOLERANCE_S = 300  # ingest.timestamp_tolerance_s's default
 
 
 @dataclass
@@ -76,7 +73,7 @@ def _rsa_single_hash(key: VerifyKey, message: bytes, signature: str) -> bool:
 
 def diagnose(
     body: bytes, headers: Mapping[str, str], projects: Mapping[str, ProjectSettings],
-    now: float | None = None, tolerance_s: int = DEFAULT_TOLERANCE_S,
+    now: float | None = None, tolerance_s: int = IngestSettings.timestamp_tolerance_s,
 ) -> Report:
     """The ingest's own verdict (`verify_alert`, the one path both use), judged at `now`
     (default: the present), then, when the signature is in question, why."""

@@ -78,6 +78,10 @@ async def is_ferretdb(client: AsyncMongoClient[Document]) -> bool:
     return "ferretdbVersion" in info
 
 
+# The indexes every setup has (hh-admin doctor checks them by these names), whatever the TTLs.
+REQUIRED_INDEXES = {"orders": "next_poll_at_1", "transitions": "recorded_at_1"}
+
+
 async def ensure_indexes(c: Collections, ttl_s: Mapping[str, int] | None = None) -> set[str]:
     """Hot-path reads are all by _id. These serve the hourly outbox relay's time window and
     the hourly sweep for overdue orders (MongoDB uses them; the local server scans); with

@@ -88,3 +88,30 @@ async def test_alerts_past_the_bound_are_refused_at_once_and_never_published(
     published = sorted(json.loads(json.loads(b)["body"])["general"]["payment_id"]
                        for b in await take_queued(amqp))
     assert published == sorted([f"held-{n}" for n in range(BOUND)] + ["after"])
+
+
+async def test_a_publish_that_fails_gives_its_place_back(
+    make_settings: Callable[..., Settings], services: None,
+    amqp: aio_pika.abc.AbstractChannel,
+) -> None:
+    """Confirms held back past the publish timeout: each alert is answered 503, and its place
+    is free again, so the ingest takes alerts once the broker confirms again."""
+    settings = make_settings(ingest={"max_in_flight": BOUND}, amqp={"publish_timeout_s": 0.5})
+    app = create_app(settings)
+    client: TestClient[Any, Any] = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        await wait_until(lambda: _ready(app[BROKER].ready), 20, "ingest connected")
+        await take_queued(amqp)
+        await memory_alarm(True)
+        try:
+            failed = await asyncio.gather(*(post(client, f"timed-out-{n}")
+                                            for n in range(BOUND)))
+        finally:
+            await memory_alarm(False)
+        assert [status for status, _, _ in failed] == [503] * BOUND
+        assert app[ADMISSION].in_flight == 0
+        assert (await post(client, "after-the-alarm"))[0] == 200
+    finally:
+        await client.close()
+        await take_queued(amqp)
