@@ -36,7 +36,6 @@ from shared.settings import Settings, SettingsError, load_settings
 from shared.wire import FLOWS, PRODUCTS
 from worker import dlq, parts, story
 from worker.retention import Retention, ttl_seconds
-from worker.store import OrderStore
 
 
 def _print(value: Any) -> None:
@@ -82,7 +81,7 @@ async def orders_poll_now(settings: Settings, project_id: str, payment_id: str) 
         if outcome != "polled":
             print(f"{key}: {outcome}", file=sys.stderr)
             return 1
-        _print({"polled": key, "order": await worker.store.c.orders.find_one({"_id": key})})
+        _print({"polled": key, "order": await worker.store.views.find(key)})
         return 0
     finally:
         await broker.close()
@@ -93,12 +92,12 @@ async def retention(settings: Settings, dry_run: bool) -> int:
     """Run the retention job once from here, or count what it would delete (--dry-run)."""
     client = mongo.client(settings.mongo)
     try:
-        store = OrderStore(mongo.Collections.of(client[settings.mongo.database]),
-                           settings.projects, settings.poller)
+        collections = mongo.Collections.of(client[settings.mongo.database])
         # What a TTL index expires is not the job's (MongoDB; never the local server).
         expiring = set(ttl_seconds(settings.retention, settings.poller,
                                    await mongo.is_ferretdb(client)))
-        counts = await Retention(store, settings.retention, expiring).run(dry_run=dry_run)
+        counts = await Retention(collections, settings.retention, expiring).run(
+            dry_run=dry_run)
         _print({"dry_run": dry_run, "ages_days": {
             "inbox": settings.retention.inbox_days,
             "transitions": settings.retention.transitions_days,

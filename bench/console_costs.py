@@ -52,7 +52,9 @@ async def seed_lists(c: mongo.Collections) -> None:
     await c.attention.insert_many([{"_id": f"bench:review-{n}", "status": "processing",
                                     "sub_status": "new", "at": now, "reviewed": None}
                                    for n in range(30)])
-    await c.anomalies.insert_many([{
+    # Anomalies cut to what the list shows: not their stored shape.
+    anomalies: Any = c.anomalies
+    await anomalies.insert_many([{
         "_id": f"anomaly:bench:a-{n}:decline:None", "order_id": f"bench:a-{n}",
         "recorded_at": now, "event": {"status": "success", "reported": {"status": "decline"}}}
         for n in range(30)])

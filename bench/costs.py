@@ -27,6 +27,7 @@ from shared.settings import Settings, load_settings
 from shared.wire import alert_value, compact_json
 from worker.app import Worker
 from worker.checks import Check
+from worker.records import utc
 
 PROJECT_ID = "57aff4db-b45d-42bf-bc5f-b7a499a01782"
 
@@ -93,10 +94,11 @@ async def measure(settings: Settings, alerts: int = 200, idle_s: float = 30.0) -
         polls = []
         for n in range(20):
             order_id = f"{PROJECT_ID}:poll-{run}-{n}"
-            await worker.store.register({"_id": order_id, "project_id": PROJECT_ID,
-                                         "payment_id": f"poll-{run}-{n}", "product": "widget",
-                                         "flow": "payin", "amount": 1, "currency": "RUB"})
-            await worker.store.refresh_view(order_id)
+            await worker.store.registrations.register({
+                "_id": order_id, "project_id": PROJECT_ID, "payment_id": f"poll-{run}-{n}",
+                "product": "widget", "flow": "payin", "amount": 1, "currency": "RUB",
+                "registered_at": utc(time.time())})
+            await worker.store.views.refresh(order_id)
             COUNT.commands, started = 0, time.perf_counter()
             assert await worker.poller.on_check(Check(order_id, 0, 0)) == "polled"
             polls.append((time.perf_counter() - started, COUNT.commands))

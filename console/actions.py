@@ -45,7 +45,7 @@ async def mark_reviewed(c: Collections, order_id: str, operator: Operator, note:
 async def poll_now(parts: Parts, order_id: str, operator: Operator) -> str:
     """Poll the gateway for one order now (worker.poller.Poller.poll_now), audited."""
     outcome = await parts.poller.poll_now(order_id)
-    await audit(parts.store.c, order_id, operator, "poll_now", outcome=outcome)
+    await audit(parts.store.collections, order_id, operator, "poll_now", outcome=outcome)
     return outcome
 
 

@@ -10,7 +10,7 @@ import json
 import math
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -320,7 +320,8 @@ async def raw_alert(request: web.Request) -> web.StreamResponse:
 
 
 def _list_page(title: str, kind: str,
-               read: Callable[[mongo.Collections], Awaitable[list[mongo.Document]]]) -> Handler:
+               read: Callable[[mongo.Collections], Awaitable[Sequence[Mapping[str, Any]]]]
+               ) -> Handler:
     @_page("list.html")
     async def listing(request: web.Request) -> dict[str, Any]:
         return {"title": title, "kind": kind, "rows": await read(request.app[COLLECTIONS])}

@@ -12,13 +12,13 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
 
+from shared.documents import ConsoleSession
+
 ROLES = ("operator", "viewer")  # a viewer reads; an operator may also act
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
-Document = dict[str, Any]
 
 
 class UsersError(ValueError):
@@ -119,7 +119,7 @@ class Sessions:
     """Server-side sessions by the sha256 of their token: the cookie holds the token, the store
     only its hash. Expired ones are refused (and deleted when met)."""
 
-    def __init__(self, collection: AsyncCollection[Document], ttl_s: float) -> None:
+    def __init__(self, collection: AsyncCollection[ConsoleSession], ttl_s: float) -> None:
         self.collection = collection
         self.ttl_s = ttl_s
 

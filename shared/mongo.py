@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from pymongo import ASCENDING, AsyncMongoClient
@@ -12,49 +12,69 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
+from shared.documents import (
+    ActivityMinute,
+    Anomaly,
+    Aside,
+    Attention,
+    ConsoleSession,
+    InboxRecord,
+    Job,
+    Marker,
+    OrderView,
+    PollRecord,
+    Registration,
+    RequestIndex,
+    ScheduleRecord,
+    Transition,
+)
 from shared.settings import MongoSettings
 
-Document = dict[str, Any]
+Document = dict[str, Any]  # a document of no fixed shape (commands, audit entries)
+Doc = TypeVar("Doc", bound=Mapping[str, Any])
 log = structlog.get_logger("mongo")
 
 
 @dataclass(frozen=True)
 class Collections:
-    callbacks: AsyncCollection[Document]  # the inbox, by idempotency key
-    transitions: AsyncCollection[Document]  # the order log and outbox, by order and seq
-    anomalies: AsyncCollection[Document]  # conflicting finals: recorded and published, not applied
-    published: AsyncCollection[Document]  # event_ids that went out (markers, insert-only)
-    registrations: AsyncCollection[Document]  # what the merchant backend told us of an order
-    orders: AsyncCollection[Document]  # the current-state view, rebuilt from the above
-    polls: AsyncCollection[Document]  # one per /info attempt, claimed by inserting it
-    poll_schedule: AsyncCollection[Document]  # per order, written by the current poll's owner
-    jobs: AsyncCollection[Document]  # periodic jobs, one record per period, claimed by insert
+    callbacks: AsyncCollection[InboxRecord]  # the inbox, by idempotency key
+    transitions: AsyncCollection[Transition]  # the order log and outbox, by order and seq
+    anomalies: AsyncCollection[Anomaly]  # conflicting finals: recorded and published, not applied
+    published: AsyncCollection[Marker]  # event_ids that went out (markers, insert-only)
+    registrations: AsyncCollection[Registration]  # what the merchant backend told us of an order
+    orders: AsyncCollection[OrderView]  # the current-state view, rebuilt from the above
+    polls: AsyncCollection[PollRecord]  # one per /info attempt, claimed by inserting it
+    poll_schedule: AsyncCollection[ScheduleRecord]  # per order, written by the current poll's owner
+    jobs: AsyncCollection[Job]  # periodic jobs, one record per period, claimed by insert
     # For the operator console, each read by _id only:
-    request_ids: AsyncCollection[Document]  # "{project_id}:{request_id}" -> the order
-    asides: AsyncCollection[Document]  # "{order}#{n}": its alerts that were not applied
-    attention: AsyncCollection[Document]  # orders given up (needs_review): few, listed whole
-    activity: AsyncCollection[Document]  # "activity:{minute}": recent events, for a glance
-    audit: AsyncCollection[Document]  # "{scope}#{n}": what operators did
-    sessions: AsyncCollection[Document]  # console sign-ins, by the token's hash
+    request_ids: AsyncCollection[RequestIndex]  # "{project_id}:{request_id}" -> the order
+    asides: AsyncCollection[Aside]  # "{order}#{n}": its alerts that were not applied
+    attention: AsyncCollection[Attention]  # orders given up (needs_review): few, listed whole
+    activity: AsyncCollection[ActivityMinute]  # "activity:{minute}": recent events, for a glance
+    # "{scope}#{n}": what operators did; each entry carries its action's own details.
+    audit: AsyncCollection[Document]
+    sessions: AsyncCollection[ConsoleSession]  # console sign-ins, by the token's hash
 
     @classmethod
     def of(cls, db: AsyncDatabase[Document]) -> Collections:
+        # Each collection typed by the documents it holds (shared/documents.py).
+        db_: AsyncDatabase[Any] = db
         return cls(
-            callbacks=db["callbacks"],
-            transitions=db["transitions"],
-            anomalies=db["anomalies"],
-            published=db["published"],
-            registrations=db["registrations"],
-            orders=db["orders"],
-            polls=db["polls"],
-            poll_schedule=db["poll_schedule"],
-            jobs=db["jobs"],
-            request_ids=db["request_ids"],
-            asides=db["asides"],
-            attention=db["attention"],
-            activity=db["activity"],
-            audit=db["audit"],
-            sessions=db["console_sessions"],
+            callbacks=db_["callbacks"],
+            transitions=db_["transitions"],
+            anomalies=db_["anomalies"],
+            published=db_["published"],
+            registrations=db_["registrations"],
+            orders=db_["orders"],
+            polls=db_["polls"],
+            poll_schedule=db_["poll_schedule"],
+            jobs=db_["jobs"],
+            request_ids=db_["request_ids"],
+            asides=db_["asides"],
+            attention=db_["attention"],
+            activity=db_["activity"],
+            audit=db_["audit"],
+            sessions=db_["console_sessions"],
         )
 
 
@@ -104,7 +124,7 @@ async def ensure_indexes(c: Collections, ttl_s: Mapping[str, int] | None = None)
     return expiring
 
 
-async def append_numbered(collection: AsyncCollection[Document], prefix: str, doc: Document,
+async def append_numbered(collection: AsyncCollection[Any], prefix: str, doc: Mapping[str, Any],
                           first: int = 1, limit: int = 100_000) -> int:
     """Insert `doc` as `{prefix}#{n}` for the first free n from `first`: the unique insert is
     the claim, so concurrent writers never share a number and readers walk 1, 2, ... by _id.
@@ -118,8 +138,8 @@ async def append_numbered(collection: AsyncCollection[Document], prefix: str, do
     raise RuntimeError(f"{prefix}: more than {limit} numbered documents")
 
 
-async def read_numbered(collection: AsyncCollection[Document], prefix: str,
-                        limit: int = 1000) -> list[Document]:
+async def read_numbered(collection: AsyncCollection[Doc], prefix: str,
+                        limit: int = 1000) -> list[Doc]:
     """`{prefix}#1`, `#2`, ... by _id, up to the first missing one (or `limit`)."""
     found = []
     for n in range(1, limit + 1):

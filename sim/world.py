@@ -12,9 +12,6 @@ from collections.abc import Iterator
 from typing import Any, cast
 
 from shared import mongo
-from shared.broker import Broker
-from shared.gateway import GatewayClient
-from shared.queue_watch import QueueWatch
 from shared.settings import ProjectSettings, Settings, WorkerSettings
 from shared.topology import CALLBACKS_EXCHANGE, DUE_QUEUE, PROCESS_QUEUE, REGISTER_QUEUE
 from sim import invariants
@@ -90,11 +87,11 @@ class World:
     def start_replica(self) -> Replica:
         self.started += 1
         replica = Replica(f"r{self.started}")
-        built = parts.assemble(self.settings, self.collections, cast(Broker, self.broker),
-                               {PROJECT_ID: cast(GatewayClient, self.gateway)})
+        built = parts.assemble(self.settings, self.collections, self.broker,
+                               {PROJECT_ID: self.gateway})
         built.poller.owner = replica.name
-        consumer = Consumer(cast(Broker, self.broker), built.processor, built.poller,
-                            self.settings.worker, cast(QueueWatch, None))
+        consumer = Consumer(self.broker, built.processor, built.poller,
+                            self.settings.worker, None)
         maintenance = Maintenance(built.processor, built.poller, self.settings.worker,
                                   self.settings.poller, self.settings.retention)
         replica.parts = Replicated(built, consumer, maintenance)
@@ -116,7 +113,7 @@ class World:
         consumer: Consumer = replica.parts.consumer
         handler = {PROCESS_QUEUE: consumer.on_alert, REGISTER_QUEUE: consumer.on_registration,
                    DUE_QUEUE: consumer.on_check}[queue]
-        self.sched.spawn(replica, handler(cast(Any, message)))
+        self.sched.spawn(replica, handler(message))
 
     def maintain(self) -> None:
         live = [r for r in self.replicas if not r.dead]

@@ -10,13 +10,13 @@ import asyncio
 import time
 from collections import deque
 from datetime import UTC, datetime
-from typing import Any
 
 import structlog
 from pymongo.asynchronous.collection import AsyncCollection
 
+from shared.documents import ActivityEntry, ActivityMinute, Event
+
 log = structlog.get_logger("worker.activity")
-Document = dict[str, Any]
 
 
 def minute_id(at: float) -> str:
@@ -24,13 +24,13 @@ def minute_id(at: float) -> str:
 
 
 class ActivityFeed:
-    def __init__(self, collection: AsyncCollection[Document], per_flush: int = 20,
+    def __init__(self, collection: AsyncCollection[ActivityMinute], per_flush: int = 20,
                  every_s: float = 5.0) -> None:
         self.collection = collection
         self.every_s = every_s
-        self._pending: deque[Document] = deque(maxlen=per_flush)
+        self._pending: deque[ActivityEntry] = deque(maxlen=per_flush)
 
-    def note(self, routing_key: str, event: Document) -> None:
+    def note(self, routing_key: str, event: Event) -> None:
         self._pending.append({
             "at": time.time(), "routing_key": routing_key, "type": event["type"],
             "order_id": f"{event['project_id']}:{event['payment_id']}",

@@ -66,7 +66,7 @@ class Worker:
         await self._wait_for_mongo()
         ttl = ttl_seconds(self.settings.retention, self.settings.poller,
                           await mongo.is_ferretdb(self.mongo_client))
-        self.maintenance.expiring = await mongo.ensure_indexes(self.store.c, ttl)
+        self.maintenance.expiring = await mongo.ensure_indexes(self.store.collections, ttl)
         await self.broker.connect_forever()
         assert self.broker.connection is not None
         channel = await self.broker.connection.channel()

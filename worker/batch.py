@@ -6,13 +6,14 @@ own effects are durable; a batch only saves round trips."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Generic, TypeVar
 
 from pymongo import ReplaceOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
-Document = dict[str, Any]
+D = TypeVar("D", bound=Mapping[str, Any])  # the collection's document type
 DUPLICATE_KEY = 11000
 MAX_BATCH = 256
 
@@ -30,20 +31,20 @@ class InFlight:
         self.count -= 1
 
 
-class _Batcher:
+class _Batcher(Generic[D]):
     """Collects operations until every alert in flight has sent one, for at most `window_s`
     after the first (or MAX_BATCH of them), then runs them in one command. A lone alert's
     write goes at once."""
 
-    def __init__(self, collection: AsyncCollection[Document], window_s: float,
+    def __init__(self, collection: AsyncCollection[D], window_s: float,
                  in_flight: InFlight | None = None) -> None:
         self.collection = collection
         self.window_s = window_s
         self.in_flight = in_flight or InFlight()
-        self._pending: list[tuple[Document, asyncio.Future[bool]]] = []
+        self._pending: list[tuple[D, asyncio.Future[bool]]] = []
         self._timer: asyncio.TimerHandle | None = None
 
-    async def _submit(self, doc: Document) -> bool:
+    async def _submit(self, doc: D) -> bool:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[bool] = loop.create_future()
         self._pending.append((doc, done))
@@ -63,7 +64,7 @@ class _Batcher:
             _RUNNING.add(task)
             task.add_done_callback(_RUNNING.discard)
 
-    async def _run(self, batch: list[tuple[Document, asyncio.Future[bool]]]) -> None:
+    async def _run(self, batch: list[tuple[D, asyncio.Future[bool]]]) -> None:
         try:
             duplicates = await self._write([doc for doc, _ in batch])
         except Exception as exc:  # noqa: BLE001 - every caller gets its own write's failure
@@ -76,14 +77,14 @@ class _Batcher:
             if not done.done():
                 done.set_result(index not in duplicates)
 
-    async def _write(self, docs: list[Document]) -> set[int]:
+    async def _write(self, docs: list[D]) -> set[int]:
         raise NotImplementedError
 
 
 _RUNNING: set[asyncio.Task[None]] = set()  # strong references to flushes in flight
 
 
-def _fail(batch: list[tuple[Document, asyncio.Future[bool]]], exc: Exception) -> None:
+def _fail(batch: list[tuple[Any, asyncio.Future[bool]]], exc: Exception) -> None:
     for _, done in batch:
         if not done.done():
             done.set_exception(exc)
@@ -98,12 +99,12 @@ def _duplicates(error: BulkWriteError) -> set[int]:
     return {int(e["index"]) for e in errors}
 
 
-class InsertBatcher(_Batcher):
-    async def insert(self, doc: Document) -> bool:
+class InsertBatcher(_Batcher[D]):
+    async def insert(self, doc: D) -> bool:
         """True if inserted; False if a document with its `_id` was there already."""
         return await self._submit(doc)
 
-    async def _write(self, docs: list[Document]) -> set[int]:
+    async def _write(self, docs: list[D]) -> set[int]:
         try:
             await self.collection.insert_many(docs, ordered=False)
         except BulkWriteError as error:
@@ -111,14 +112,14 @@ class InsertBatcher(_Batcher):
         return set()
 
 
-class ReplaceBatcher(_Batcher):
-    async def replace(self, doc: Document) -> bool:
+class ReplaceBatcher(_Batcher[D]):
+    async def replace(self, doc: D) -> bool:
         """Upsert the whole document; False if it lost the race of two first upserts of one
         `_id` (a duplicate key, not an error here): the other writer's document stands, and
         the caller writes again."""
         return await self._submit(doc)
 
-    async def _write(self, docs: list[Document]) -> set[int]:
+    async def _write(self, docs: list[D]) -> set[int]:
         try:
             await self.collection.bulk_write(
                 [ReplaceOne({"_id": doc["_id"]}, doc, upsert=True) for doc in docs],

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-from shared.broker import Broker
 from shared.topology import CHECKS_EXCHANGE, wait_queue
+from worker.ports import Publisher
 
 
 class InvalidCheck(ValueError):
@@ -40,7 +40,7 @@ class Check:
         return check
 
 
-async def publish_check(broker: Broker, check: Check, delay_s: float) -> None:
+async def publish_check(broker: Publisher, check: Check, delay_s: float) -> None:
     """Into the wait queue of `delay_s`, with confirm (raises PublishFailed): the caller acks
     what caused the check only after this returns, so a crash gives a duplicate, never none."""
     await broker.publish(CHECKS_EXCHANGE, wait_queue(delay_s), check.to_bytes(),

@@ -9,11 +9,10 @@ import time
 from collections.abc import Awaitable, Callable
 
 import structlog
-from aio_pika.abc import AbstractIncomingMessage
 
 from shared import tracing
 from shared.alert import InvalidAlert
-from shared.broker import Broker, PublishFailed
+from shared.broker import PublishFailed
 from shared.envelope import AlertEnvelope, InvalidEnvelope
 from shared.queue_watch import QueueWatch
 from shared.registration import parse_registration
@@ -33,8 +32,9 @@ from shared.topology import (
 )
 from worker.checks import Check, InvalidCheck
 from worker.poller import Poller
+from worker.ports import Delivery, Publisher
 from worker.processor import Processor
-from worker.records import utc
+from worker.records import registration_record, utc
 
 log = structlog.get_logger("worker.consumer")
 # Queues whose messages are due when published (checks wait in delay queues first, so their
@@ -52,8 +52,8 @@ def retry_delay(attempt: int, delays: tuple[int, ...]) -> int:
 
 
 class Consumer:
-    def __init__(self, broker: Broker, processor: Processor, poller: Poller,
-                 settings: WorkerSettings, watch: QueueWatch) -> None:
+    def __init__(self, broker: Publisher, processor: Processor, poller: Poller,
+                 settings: WorkerSettings, watch: QueueWatch | None) -> None:
         self.broker = broker
         self.watch = watch
         self.processor = processor
@@ -61,16 +61,16 @@ class Consumer:
         self.settings = settings
         self.in_flight: set[asyncio.Task[None]] = set()
 
-    async def on_alert(self, message: AbstractIncomingMessage) -> None:
+    async def on_alert(self, message: Delivery) -> None:
         await self._handle(message, self._process_alert, PROCESS_QUEUE)
 
-    async def on_registration(self, message: AbstractIncomingMessage) -> None:
+    async def on_registration(self, message: Delivery) -> None:
         await self._handle(message, self._process_registration, REGISTER_QUEUE)
 
-    async def on_check(self, message: AbstractIncomingMessage) -> None:
+    async def on_check(self, message: Delivery) -> None:
         await self._handle(message, self._process_check, DUE_QUEUE)
 
-    async def _process_check(self, message: AbstractIncomingMessage, again: bool) -> None:
+    async def _process_check(self, message: Delivery, again: bool) -> None:
         try:
             check = Check.from_bytes(message.body)
         except InvalidCheck as exc:
@@ -80,25 +80,22 @@ class Consumer:
             outcome = await self.poller.on_check(check, again)
             log.info("check_processed", outcome=outcome)
 
-    async def _process_alert(self, message: AbstractIncomingMessage, again: bool) -> None:
+    async def _process_alert(self, message: Delivery, again: bool) -> None:
         try:
             envelope = AlertEnvelope.from_bytes(message.body)
             await self.processor.handle_alert(envelope, again=again)
         except (InvalidEnvelope, InvalidAlert) as exc:
             raise PermanentFailure(f"invalid: {exc}") from None
 
-    async def _process_registration(self, message: AbstractIncomingMessage,
+    async def _process_registration(self, message: Delivery,
                                     _again: bool) -> None:
         try:
             registration = parse_registration(json.loads(message.body))
         except (ValueError, InvalidAlert) as exc:
             raise PermanentFailure(f"invalid registration: {exc}") from None
         store = self.processor.store
-        new = await store.register({
-            "_id": registration.order_id, **registration.as_dict(),
-            "registered_at": utc(time.time()),
-        })
-        view = await store.refresh_view(registration.order_id)
+        new = await store.registrations.register(registration_record(registration, time.time()))
+        view = await store.views.refresh(registration.order_id)
         await self.processor.schedule_first_check(registration.order_id, view["seq"],
                                                   view["final"])
         log.info("order_registered", project_id=registration.project_id,
@@ -106,8 +103,8 @@ class Consumer:
                  flow=registration.flow, new=new)
 
     async def _handle(
-        self, message: AbstractIncomingMessage,
-        work: Callable[[AbstractIncomingMessage, bool], Awaitable[None]], queue: str,
+        self, message: Delivery,
+        work: Callable[[Delivery, bool], Awaitable[None]], queue: str,
     ) -> None:
         """Run `work`; ack on success. A failure that may pass waits in a retry queue and
         comes back to `queue`; one that cannot goes to the dead letters, `queue` recorded."""
@@ -141,8 +138,8 @@ class Consumer:
             self.in_flight.discard(task)
 
     async def _with_quick_retries(
-        self, work: Callable[[AbstractIncomingMessage, bool], Awaitable[None]],
-        message: AbstractIncomingMessage,
+        self, work: Callable[[Delivery, bool], Awaitable[None]],
+        message: Delivery,
     ) -> None:
         """Run `work`, telling it whether the message was tried before (redelivered after a
         crash, back from a retry queue, or failed here a moment ago): an earlier try may have
@@ -162,7 +159,7 @@ class Consumer:
         await work(message, again)
 
     async def _forward(
-        self, message: AbstractIncomingMessage, exchange: str, routing_key: str,
+        self, message: Delivery, exchange: str, routing_key: str,
         headers: dict[str, object],
     ) -> None:
         """Publish a copy with confirm, then ack the original; if the copy is not confirmed,
@@ -179,14 +176,14 @@ class Consumer:
             return
         await _settle(message.ack())
 
-    async def _retry_later(self, message: AbstractIncomingMessage, queue: str,
+    async def _retry_later(self, message: Delivery, queue: str,
                            attempt: int) -> None:
         delay = retry_delay(attempt, self.settings.retry_delays_s)
         await self._forward(message, RETRY_EXCHANGE, retry_queue(delay),
                             {ATTEMPT_HEADER: attempt, ORIGIN_HEADER: queue})
 
     async def _dead_letter(
-        self, message: AbstractIncomingMessage, queue: str, reason: str, attempt: int
+        self, message: Delivery, queue: str, reason: str, attempt: int
     ) -> None:
         log.error("message_dead_lettered", reason=reason, attempts=attempt,
                   correlation_id=message.correlation_id, queue=queue)
@@ -198,12 +195,13 @@ class Consumer:
         })
 
 
-    def _taken(self, message: AbstractIncomingMessage, queue: str) -> None:
+    def _taken(self, message: Delivery, queue: str) -> None:
         if queue not in BACKLOG_QUEUES or message.timestamp is None:
             return
         published_at = message.timestamp.timestamp()
         self.processor.metrics.waited.labels(queue).observe(max(0.0, time.time() - published_at))
-        self.watch.taken(queue, published_at)
+        if self.watch is not None:
+            self.watch.taken(queue, published_at)
 
 
 async def _settle(action: Awaitable[None]) -> None:
@@ -214,6 +212,6 @@ async def _settle(action: Awaitable[None]) -> None:
         log.warning("settle_failed", error=type(exc).__name__)
 
 
-def _attempts_so_far(message: AbstractIncomingMessage) -> int:
+def _attempts_so_far(message: Delivery) -> int:
     value = (message.headers or {}).get(ATTEMPT_HEADER, 0)
     return value if isinstance(value, int) and not isinstance(value, bool) else 0

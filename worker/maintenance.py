@@ -33,7 +33,7 @@ class Maintenance:
     async def run_period(self, period: int) -> bool:
         """Run the period's jobs if this replica claims the period; True if it did."""
         job_id = ids.maintenance_job(self.worker.maintenance_interval_s, period)
-        if not await self.processor.store.claim_job(job_id, self.poller.owner):
+        if not await self.processor.store.jobs.claim(job_id, self.poller.owner):
             return False
         await self.run()
         return True
@@ -44,6 +44,7 @@ class Maintenance:
                                                   self.worker.relay_window_s)
         swept = await self.poller.sweep() if self.poller_settings.enabled else 0
         if self.retention.enabled:
-            await Retention(self.processor.store, self.retention, self.expiring).run()
+            await Retention(self.processor.store.collections, self.retention,
+                            self.expiring).run()
         log.info("maintenance_done", events_relayed=relayed, checks_rescheduled=swept,
                  seconds=round(time.monotonic() - started, 3))

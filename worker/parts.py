@@ -17,14 +17,16 @@ from shared.settings import Settings
 from worker.activity import ActivityFeed
 from worker.metrics import WorkerMetrics
 from worker.poller import Poller
+from worker.ports import Gateway, Publisher
 from worker.processor import Processor
-from worker.store import OrderStore
+from worker.store import Store
 
 
 @dataclass(frozen=True)
 class Parts:
     metrics: WorkerMetrics
-    store: OrderStore
+    store: Store
+    activity: ActivityFeed
     processor: Processor
     poller: Poller
 
@@ -37,16 +39,16 @@ def gateway_clients(settings: Settings, session: aiohttp.ClientSession
             if project.request_key is not None}
 
 
-def assemble(settings: Settings, collections: mongo.Collections, broker: Broker,
-             clients: Mapping[str, GatewayClient], metrics: WorkerMetrics | None = None
+def assemble(settings: Settings, collections: mongo.Collections, broker: Publisher,
+             clients: Mapping[str, Gateway], metrics: WorkerMetrics | None = None
              ) -> Parts:
     metrics = metrics or WorkerMetrics()
-    store = OrderStore(collections, settings.projects, settings.poller,
-                       settings.worker.batch_window_s)
-    processor = Processor(store, broker, metrics, settings.poller,
-                          ActivityFeed(collections.activity))
-    poller = Poller(processor, clients, settings.poller)
-    return Parts(metrics, store, processor, poller)
+    store = Store.of(collections, settings.projects, settings.poller,
+                     settings.worker.batch_window_s)
+    activity = ActivityFeed(collections.activity)
+    processor = Processor(store, broker, metrics, settings.poller, activity)
+    poller = Poller(store, broker, processor, metrics, clients, settings.poller)
+    return Parts(metrics, store, activity, processor, poller)
 
 
 def build(settings: Settings, db: AsyncMongoClient[mongo.Document], broker: Broker,

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 
 import structlog
 
 from shared.alert import decode_body, parse_alert
-from shared.broker import Broker, Unroutable
+from shared.broker import Unroutable
+from shared.documents import Anomaly, Event, EventRecord, Transition
 from shared.envelope import AlertEnvelope
 from shared.settings import PollerSettings
 from shared.topology import IDEMPOTENCY_HEADER, ORDERS_EXCHANGE
@@ -21,8 +23,8 @@ from worker.activity import ActivityFeed
 from worker.checks import Check, publish_check
 from worker.locks import KeyedLock
 from worker.metrics import WorkerMetrics
+from worker.ports import Publisher
 from worker.records import (
-    Document,
     Observation,
     anomaly_record,
     inbox_record,
@@ -32,29 +34,44 @@ from worker.records import (
 )
 from worker.schedule import check_delay
 from worker.statemachine import Verdict, decide
-from worker.store import OrderStore
+from worker.store import Store
 
 log = structlog.get_logger("worker")
 
 ALREADY_DONE = "already_done"
 MAX_STEP_RACES = 20  # re-reads after another replica took the step we wanted
+# Verdicts whose head the view shows at once: a new step, or a step an earlier try took.
+SHOWN = (Verdict.APPLY, Verdict.DUPLICATE)
 
 
 class StepRaceLost(RuntimeError):
     """Other replicas kept moving the order; the message is retried later."""
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """What recording an observation did: its verdict, and the order's head after it (the
+    step taken, if one was), or for an anomaly the record kept."""
+
+    verdict: Verdict
+    head: Transition | None
+    anomaly: Anomaly | None = None
+
+    @property
+    def seq(self) -> int:
+        return self.head["seq"] if self.head else 0
+
+
 class Processor:
-    def __init__(self, store: OrderStore, broker: Broker, metrics: WorkerMetrics,
-                 poller: PollerSettings | None = None, activity: ActivityFeed | None = None
-                 ) -> None:
+    def __init__(self, store: Store, broker: Publisher, metrics: WorkerMetrics,
+                 poller: PollerSettings, activity: ActivityFeed) -> None:
         self.store = store
         self.broker = broker
         self.metrics = metrics
-        self.poller = poller or PollerSettings()
+        self.poller = poller
         self.locks = KeyedLock()  # alerts and polls of one order, one at a time per process
         # Recent events, for the console (the worker flushes it every few seconds).
-        self.activity = activity or ActivityFeed(store.c.activity)
+        self.activity = activity
         self._relayed_until = 0.0  # the relay's watermark (Unix time)
 
     async def handle_alert(self, envelope: AlertEnvelope, *, again: bool = False) -> str:
@@ -73,83 +90,78 @@ class Processor:
             route=envelope.route, correlation_id=envelope.correlation_id, key_id=envelope.key_id,
         ):
             async with self.locks(obs.order_id):
-                if await self.store.find_in_inbox(alert.idempotency_key) is not None:
+                if await self.store.inbox.find(alert.idempotency_key) is not None:
                     log.info("alert_processed", outcome=ALREADY_DONE)
                     self.metrics.alerts.labels(ALREADY_DONE).inc()
                     return ALREADY_DONE
-                verdict = await self.apply(obs, again=again)
+                recorded = await self.record(obs)
+                await self.finish(obs, recorded)
+                if recorded.head is not None and (again or recorded.verdict in SHOWN):
+                    # `again`: an earlier try may have failed between its view write and the
+                    # re-reads that make the view converge, leaving an older view.
+                    await self.store.views.refresh(obs.order_id, recorded.head)
+                verdict = await self._after_alert(obs, recorded)
+                log.info("alert_processed", outcome=verdict.value, status=alert.status,
+                         sub_status=alert.sub_status, seq=recorded.seq)
                 if verdict is not Verdict.APPLY:
-                    await self.store.record_aside(obs.order_id, alert.idempotency_key)
+                    await self.store.findings.aside(obs.order_id, alert.idempotency_key)
                 # Recorded last: a crash before this redoes the alert, which finds its own step.
-                await self.store.add_to_inbox(
+                await self.store.inbox.add(
                     inbox_record(alert, envelope, verdict.value, time.time()))
         self.metrics.alerts.labels(verdict.value).inc()
         return verdict.value
 
-    async def apply(self, obs: Observation, *, again: bool = False) -> Verdict:
-        """Run the state machine for `obs` and make its effect durable and published.
-        The caller holds the order's lock and has bound the order's ids to the log context.
-        `again`: the observation was tried before, and that try may have failed between its
-        view write and the re-reads that make the view converge, leaving an older view."""
-        alert = obs.alert
+    async def _after_alert(self, obs: Observation, recorded: Recorded) -> Verdict:
+        """An alert's own follow-up: the first stale check of the step it made. Returns the
+        verdict to report."""
+        head, alert = recorded.head, obs.alert
+        if recorded.verdict is Verdict.APPLY:
+            await self.schedule_first_check(obs.order_id, recorded.seq, alert.final)
+        elif (recorded.verdict is Verdict.DUPLICATE and head is not None
+              and head["idempotency_key"] == alert.idempotency_key):
+            # The step is this very alert's, from a crashed try: it was applied, as step
+            # `head.seq` itself (not a new one after it); its check may not have gone out.
+            await self.schedule_first_check(obs.order_id, recorded.seq, alert.final)
+            return Verdict.APPLY
+        return recorded.verdict
+
+    async def record(self, obs: Observation) -> Recorded:
+        """Run the state machine for `obs` against the order's log and record the outcome: a
+        new step, or an anomaly. The caller holds the order's lock, and follows up."""
         for _ in range(MAX_STEP_RACES):
-            latest = await self.store.latest_transition(obs.order_id)
-            verdict = decide(state_of(latest), obs.state)
-            seq = latest["seq"] if latest else 0  # the step the order is at, for the log line
+            head = await self.store.log.head(obs.order_id)
+            verdict = decide(state_of(head), obs.state)
             if verdict is Verdict.APPLY:
-                record = transition_record(obs, latest, time.time())
-                if not await self.store.append_transition(record):
-                    continue  # another replica took this step first: read again, decide again
-                seq = record["seq"]
-                await self._took_step(obs, record)
-            elif latest is not None:
-                verdict = await self._not_applied(obs, latest, verdict, again)
-            log.info(
-                "alert_processed" if obs.source == "callback" else "poll_processed",
-                outcome=verdict.value, status=alert.status, sub_status=alert.sub_status, seq=seq,
-            )
-            return verdict
+                step = transition_record(obs, head, time.time())
+                if await self.store.log.append(step):
+                    return Recorded(verdict, step)
+                continue  # another replica took this step first: read again, decide again
+            if verdict is Verdict.ANOMALY and head is not None:
+                anomaly = await self.store.log.record_anomaly(
+                    anomaly_record(obs, head, time.time()))
+                return Recorded(verdict, head, anomaly)
+            return Recorded(verdict, head)
         raise StepRaceLost(obs.order_id)
 
-    async def _took_step(self, obs: Observation, record: Document) -> None:
-        """The step is ours: index it, publish its event, show it, schedule its check."""
-        alert = obs.alert
-        if record["seq"] == 1 and alert.request_id:
-            await self.store.index_request_id(alert.project_id, alert.request_id,
-                                              obs.order_id)
-        await self.publish_record(record)
-        await self.store.refresh_view(obs.order_id, record)
-        if obs.source == "callback":  # a poll's owner schedules what follows it
-            await self.schedule_first_check(obs.order_id, record["seq"], alert.final)
-
-    async def _not_applied(self, obs: Observation, latest: Document, verdict: Verdict,
-                           again: bool) -> Verdict:
-        """An anomaly, a duplicate or a stale observation: finish what an earlier try (ours or
-        another replica's) may have left undone. Returns the verdict to report."""
-        alert = obs.alert
-        if verdict is Verdict.ANOMALY:
-            record = await self.store.record_anomaly(anomaly_record(obs, latest, time.time()))
-            log.error(
-                "order_anomaly", status=alert.status, sub_status=alert.sub_status,
-                current_status=latest["to"]["status"], source=obs.source,
-            )
-            if not await self.store.is_published(record):
-                await self.publish_record(record)
-        elif verdict is Verdict.DUPLICATE:
+    async def finish(self, obs: Observation, recorded: Recorded) -> None:
+        """Publish what recording `obs` made (its step, its anomaly), and finish what an
+        earlier try (ours or another replica's) may have left undone: a duplicate's step
+        whose event never went out. Showing it in the view is the caller's."""
+        head = recorded.head
+        if recorded.verdict is Verdict.APPLY and head is not None:
+            alert = obs.alert
+            if head["seq"] == 1 and alert.request_id:
+                await self.store.findings.request_id(alert.project_id, alert.request_id,
+                                                     obs.order_id)
+            await self.publish_record(head)
+        elif recorded.verdict is Verdict.DUPLICATE and head is not None:
             # Maybe our own earlier attempt crashed after its insert: finish its work.
-            if not await self.store.is_published(latest):
-                await self.publish_record(latest)
-            await self.store.refresh_view(obs.order_id, latest)
-            if obs.source == "callback" and (
-                    latest["idempotency_key"] == alert.idempotency_key):
-                # The step is this very alert's, from a crashed try: it was applied, as step
-                # `latest.seq` itself (not a new one after it); its check may not have gone out.
-                await self.schedule_first_check(obs.order_id, latest["seq"], alert.final)
-                return Verdict.APPLY
-            return verdict
-        if again:  # an earlier try may have failed between its view write and its re-reads
-            await self.store.refresh_view(obs.order_id, latest)
-        return verdict
+            await self.publish_unless_published(head)
+        elif recorded.anomaly is not None and head is not None:
+            log.error("order_anomaly", status=obs.alert.status,
+                      sub_status=obs.alert.sub_status, current_status=head["to"]["status"],
+                      source=obs.source)
+            await self.publish_unless_published(recorded.anomaly)
 
     async def schedule_first_check(self, order_id: str, seq: int, final: bool) -> None:
         """A non-final order (just changed, or registered) is checked once stale: the check
@@ -158,24 +170,32 @@ class Processor:
             await publish_check(self.broker, Check(order_id, seq, 0),
                                 check_delay(0, self.poller))
 
-    async def publish_record(self, record: Document) -> None:
-        """Publish the record's event with confirm, then mark it published. Repeating this
-        after a crash re-publishes the same event_id, which consumers dedupe."""
-        event = record["event"]
+    async def publish_unless_published(self, record: EventRecord) -> None:
+        if not await self.store.outbox.is_published(record):
+            await self.publish_record(record)
+
+    async def publish_record(self, record: EventRecord) -> None:
+        """Publish the record's event (the outbox's), and note on the caller's copy that it
+        went out."""
+        await self.publish_event(record["event"], record["routing_key"])
+        record["published"] = True  # the copy the log's hint may hold too
+
+    async def publish_event(self, event: Event, routing_key: str) -> None:
+        """Publish with confirm, then mark it published. Repeating this after a crash
+        re-publishes the same event_id, which consumers dedupe."""
         try:
             await self.broker.publish(
-                ORDERS_EXCHANGE, record["routing_key"], _event_body(event),
+                ORDERS_EXCHANGE, routing_key, _event_body(event),
                 correlation_id=event["correlation_id"], message_id=event["event_id"],
                 headers={IDEMPOTENCY_HEADER: event["event_id"]},
             )
         except Unroutable:
             # No downstream queue is bound for this key: nobody to tell, nothing to retry.
-            log.warning("event_unrouted", routing_key=record["routing_key"],
-                        event_id=event["event_id"])
-            self.metrics.unroutable.labels(record["routing_key"]).inc()
-        self.metrics.events.labels(record["routing_key"]).inc()
-        self.activity.note(record["routing_key"], event)
-        await self.store.mark_published(record)
+            log.warning("event_unrouted", routing_key=routing_key, event_id=event["event_id"])
+            self.metrics.unroutable.labels(routing_key).inc()
+        self.metrics.events.labels(routing_key).inc()
+        self.activity.note(routing_key, event)
+        await self.store.outbox.mark(event["event_id"])
 
     async def relay_once(self, grace_s: float, window_s: float, limit: int = 200) -> int:
         """Publish events whose writer died before publishing them; returns how many.
@@ -185,8 +205,8 @@ class Processor:
         since = max(self._relayed_until - grace_s, now - window_s)
         window = (utc(since), utc(now - grace_s))
         count = 0
-        for collection in (self.store.c.transitions, self.store.c.anomalies, self.store.c.polls):
-            records = await self.store.unpublished(collection, window, limit)
+        for source in self.store.outbox.sources:
+            records = await self.store.outbox.unpublished(source, window, limit)
             for record in records:
                 await self.publish_record(record)
                 count += 1
@@ -196,5 +216,5 @@ class Processor:
         return count
 
 
-def _event_body(event: Document) -> bytes:
+def _event_body(event: Event) -> bytes:
     return json.dumps(event, ensure_ascii=False).encode("utf-8")

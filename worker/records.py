@@ -8,16 +8,24 @@ from typing import Any, Literal
 
 from shared.alert import Alert, is_final
 from shared.contract import EVENT_SCHEMA_VERSION
+from shared.documents import (
+    Anomaly,
+    Event,
+    InboxRecord,
+    OrderView,
+    PollFinish,
+    Registration,
+    Schedule,
+    Source,
+    Transition,
+)
 from shared.envelope import AlertEnvelope
+from shared.registration import Registration as RegistrationMessage
 from shared.settings import PollerSettings
 from shared.topology import event_routing_key
 from worker import ids
 from worker.schedule import next_poll_at
 from worker.statemachine import StatusAt
-
-Document = dict[str, Any]
-Source = Literal["callback", "poll"]
-
 
 
 def utc(ts: float) -> datetime:
@@ -56,14 +64,15 @@ class Observation:
         return StatusAt(self.alert.status, self.alert.sub_status, self.gateway_time)
 
 
-def state_of(transition: Document | None) -> StatusAt | None:
+def state_of(transition: Transition | None) -> StatusAt | None:
     if transition is None:
         return None
     to = transition["to"]
     return StatusAt(to["status"], to["sub_status"], int(transition["gateway_time"]))
 
 
-def inbox_record(alert: Alert, envelope: AlertEnvelope, outcome: str, now: float) -> Document:
+def inbox_record(alert: Alert, envelope: AlertEnvelope, outcome: str, now: float
+                 ) -> InboxRecord:
     return {
         "_id": alert.idempotency_key,
         "project_id": alert.project_id,
@@ -84,8 +93,9 @@ def inbox_record(alert: Alert, envelope: AlertEnvelope, outcome: str, now: float
 
 
 def _event(
-    event_id: str, kind: str, obs: Observation, previous: Document | None, now: float
-) -> Document:
+    event_id: str, kind: Literal["transition", "anomaly", "stale"], obs: Observation,
+    previous: Transition | None, now: float,
+) -> Event:
     before = previous["to"] if previous else None
     alert = obs.alert
     return {
@@ -108,7 +118,8 @@ def _event(
     }
 
 
-def transition_record(obs: Observation, previous: Document | None, now: float) -> Document:
+def transition_record(obs: Observation, previous: Transition | None, now: float
+                      ) -> Transition:
     """Log entry seq n+1 of the order; it carries its downstream event (the log is the outbox)."""
     seq = previous["seq"] + 1 if previous else 1
     record_id = ids.step(obs.order_id, seq)
@@ -125,8 +136,8 @@ def transition_record(obs: Observation, previous: Document | None, now: float) -
             "request_id": obs.alert.request_id,
         },
         # What the gateway last said of the money, carried forward when a step does not say.
-        "amount": _first(obs.alert.amount, (previous or {}).get("amount")),
-        "currency": _first(obs.alert.currency, (previous or {}).get("currency")),
+        "amount": _first(obs.alert.amount, previous["amount"] if previous else None),
+        "currency": _first(obs.alert.currency, previous["currency"] if previous else None),
         "source": obs.source,
         "gateway_time": obs.gateway_time,
         "recorded_at": utc(now),
@@ -141,7 +152,7 @@ def _first(*values: Any) -> Any:
     return next((v for v in values if v is not None), None)
 
 
-def anomaly_record(obs: Observation, current: Document, now: float) -> Document:
+def anomaly_record(obs: Observation, current: Transition, now: float) -> Anomaly:
     """A different final after a final: kept once per alert, published as order.anomaly.
     The event's status fields state the order's kept status, so that a consumer that reads
     only `status` and `final` never settles the order the other way; the conflicting report
@@ -169,63 +180,77 @@ def anomaly_record(obs: Observation, current: Document, now: float) -> Document:
     }
 
 
+def registration_record(registration: RegistrationMessage, now: float) -> Registration:
+    r = registration
+    return {"_id": r.order_id, "project_id": r.project_id, "payment_id": r.payment_id,
+            "product": r.product, "flow": r.flow, "amount": r.amount, "currency": r.currency,
+            "registered_at": utc(now)}
+
+
+def changed_at(latest: Transition | None, registration: Registration | None
+               ) -> datetime | None:
+    """When the order last changed, as far as polling goes: its last step, else when it was
+    registered."""
+    if latest is not None:
+        return latest["recorded_at"]
+    return registration["registered_at"] if registration is not None else None
+
+
 def order_view(
     key: str,
-    latest: Document | None,
-    registration: Document | None,
-    schedule: Document | None,
+    latest: Transition | None,
+    registration: Registration | None,
+    schedule: Schedule | None,
     defaults: tuple[str, str],
     poller: PollerSettings,
-) -> Document:
+) -> OrderView:
     """The orders view, derived wholly from its sources: the latest transition, the
     registration, and the poller's schedule."""
-    reg = registration or {}
     project_id, _, payment_id = key.partition(":")
-    view: Document = {
+    to = latest["to"] if latest is not None else None
+    final = is_final(to["status"]) if to is not None else False
+    seq = latest["seq"] if latest is not None else 0
+    updated_at = changed_at(latest, registration)
+    return {
         "_id": key,
-        "project_id": reg.get("project_id", project_id),
-        "payment_id": reg.get("payment_id", payment_id),
-        "product": reg.get("product", defaults[0]),
-        "flow": reg.get("flow", defaults[1]),
+        "project_id": registration["project_id"] if registration else project_id,
+        "payment_id": registration["payment_id"] if registration else payment_id,
+        "product": registration["product"] if registration else defaults[0],
+        "flow": registration["flow"] if registration else defaults[1],
         # A registration's word first; else what the alerts said.
-        "amount": _first(reg.get("amount"), (latest or {}).get("amount")),
-        "currency": _first(reg.get("currency"), (latest or {}).get("currency")),
+        "amount": _first(registration and registration["amount"],
+                         latest and latest["amount"]),
+        "currency": _first(registration and registration["currency"],
+                           latest and latest["currency"]),
         "registered": registration is not None,
-        "status": None,
-        "sub_status": None,
-        "status_description": None,
-        "request_id": None,
-        "final": False,
-        "seq": 0,
-        "gateway_time": None,
-        "updated_at": reg.get("registered_at"),
-        "needs_review": False,
+        "status": to["status"] if to else None,
+        "sub_status": to["sub_status"] if to else None,
+        "status_description": to["status_description"] if to else None,
+        "request_id": to["request_id"] if to else None,
+        "final": final,
+        "seq": seq,
+        "gateway_time": utc(latest["gateway_time"]) if latest is not None else None,
+        "updated_at": updated_at,
+        # The poll whose answer made the latest step, if one did: a check that finds the
+        # order moved on finishes that poll's follow-up if its owner could not
+        # (worker/poller.py).
+        "changed_by_poll": latest["correlation_id"] if latest is not None
+        and latest["source"] == "poll" else None,
+        "needs_review": bool(schedule and schedule["gave_up"] and not final),
+        "next_poll_at": next_poll_at(final, seq, updated_at, schedule, poller),
+        "polls": schedule["attempt"] if schedule else 0,
     }
-    if latest is not None:
-        to = latest["to"]
-        view.update(
-            status=to["status"], sub_status=to["sub_status"],
-            status_description=to["status_description"], request_id=to["request_id"],
-            final=is_final(to["status"]), seq=latest["seq"],
-            gateway_time=utc(latest["gateway_time"]), updated_at=latest["recorded_at"],
-        )
-    # The poll whose answer made the latest step, if one did: a check that finds the order
-    # moved on finishes that poll's follow-up if its owner could not (worker/poller.py).
-    view["changed_by_poll"] = (latest["correlation_id"] if latest is not None
-                               and latest["source"] == "poll" else None)
-    view["needs_review"] = bool(schedule and schedule["gave_up"] and not view["final"])
-    view["next_poll_at"] = next_poll_at(
-        view["final"], view["seq"], view["updated_at"], schedule, poller)
-    view["polls"] = schedule["attempt"] if schedule else 0
-    return view
 
 
-def stale_record(poll_id: str, view: Document, now: float) -> dict[str, Any]:
+def stale_record(poll_id: str, order: OrderView, latest: Transition | None, now: float
+                 ) -> PollFinish:
     """`order.stale`: the order never settled; published once, from the poll that gave up."""
-    alert = Alert(view["project_id"], view["payment_id"], view["request_id"],
-                  view["status"] or "unknown", view["sub_status"], view["status_description"])
-    changed = view["gateway_time"]
-    obs = Observation(alert, int(changed.timestamp()) if changed else int(now), "poll", poll_id)
-    event = _event(ids.stale_event(poll_id), "stale", obs, None, now)
+    to = latest["to"] if latest is not None else None
+    alert = Alert(order["project_id"], order["payment_id"], to["request_id"] if to else None,
+                  to["status"] if to else "unknown", to["sub_status"] if to else None,
+                  to["status_description"] if to else None)
+    changed = latest["gateway_time"] if latest is not None else int(now)
+    event = _event(ids.stale_event(poll_id), "stale",
+                   Observation(alert, changed, "poll", poll_id), None, now)
     event["needs_review"] = True
     return {"event": event, "routing_key": "order.stale", "recorded_at": utc(now)}

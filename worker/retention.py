@@ -21,12 +21,13 @@ import structlog
 from pymongo import DeleteOne
 from pymongo.asynchronous.collection import AsyncCollection
 
+from shared.documents import OrderView
+from shared.mongo import Collections
 from shared.settings import PollerSettings, RetentionSettings
 from worker import ids
 from worker.activity import minute_id
 from worker.lru import Lru
-from worker.records import Document, utc
-from worker.store import OrderStore
+from worker.records import utc
 
 log = structlog.get_logger("worker.retention")
 DAY_S = 86400.0
@@ -57,10 +58,9 @@ def ttl_seconds(settings: RetentionSettings, poller: PollerSettings, ferretdb: b
 
 
 class Retention:
-    def __init__(self, store: OrderStore, settings: RetentionSettings,
+    def __init__(self, collections: Collections, settings: RetentionSettings,
                  expiring: set[str] | frozenset[str] = frozenset()) -> None:
-        self.store = store
-        self.c = store.c
+        self.c = collections
         self.settings = settings
         self.expiring = expiring  # collections a TTL index expires: the job leaves them
 
@@ -83,14 +83,14 @@ class Retention:
         log.info("retention_done", dry_run=dry_run, **taken.counts)
         return taken.counts
 
-    async def _settled_orders(self, before: Any) -> AsyncIterator[Document]:
+    async def _settled_orders(self, before: Any) -> AsyncIterator[OrderView]:
         cursor = self.c.orders.find(
             {"$or": [{"final": True}, {"needs_review": True}], "updated_at": {"$lt": before}},
             projection={"_id": 1, "seq": 1, "polls": 1, "updated_at": 1}, batch_size=BATCH)
         async for view in cursor:
             yield view
 
-    async def _trim_order(self, view: Document, now: float) -> None:
+    async def _trim_order(self, view: OrderView, now: float) -> None:
         order_id, seq, polls = view["_id"], int(view["seq"]), int(view.get("polls") or 0)
         if view["updated_at"] < self._cutoff(self.settings.transitions_days, now) and seq > 2:
             middle = [ids.step(order_id, n) for n in range(2, seq)]  # the first and last stay
@@ -162,7 +162,7 @@ class Retention:
                 self._taken.counts[collection.name] = (
                     self._taken.counts.get(collection.name, 0) + gone)
 
-    async def _delete(self, collection: AsyncCollection[Document], ids: list[str]) -> None:
+    async def _delete(self, collection: AsyncCollection[Any], ids: list[str]) -> None:
         """Delete by exact `_id` (the local server's index), in bounded batches, at most
         rate_per_s a second. A dry run counts the documents that are there."""
         for start in range(0, len(ids), BATCH):

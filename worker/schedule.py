@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
+from shared.documents import OrderView, Schedule
 from shared.settings import PollerSettings
-
-Document = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -21,7 +19,7 @@ class Slot:
 
 
 def next_poll_at(final: bool, seq: int, changed_at: datetime | None,
-                 schedule: Document | None, settings: PollerSettings) -> datetime | None:
+                 schedule: Schedule | None, settings: PollerSettings) -> datetime | None:
     """When the order is next due: never once final or given up; after a change, once stale;
     after a poll that changed nothing, when the ladder says."""
     if final or changed_at is None or (schedule is not None and schedule["gave_up"]):
@@ -32,11 +30,11 @@ def next_poll_at(final: bool, seq: int, changed_at: datetime | None,
     return changed_at + timedelta(seconds=settings.stale_after_s)
 
 
-def next_slot(order: Document, schedule: Document | None) -> Slot:
+def next_slot(order: OrderView, schedule: Schedule | None) -> Slot:
     """The poll that comes next for `order`, due or not (an operator may ask for it now)."""
-    seq = int(order["seq"])
-    attempt = int(schedule["attempt"]) + 1 if schedule else 1
-    step = int(schedule["ladder_step"]) if schedule and schedule["last_seq"] == seq else 0
+    seq = order["seq"]
+    attempt = schedule["attempt"] + 1 if schedule else 1
+    step = schedule["ladder_step"] if schedule and schedule["last_seq"] == seq else 0
     return Slot(attempt, seq, step)
 
 
@@ -50,7 +48,7 @@ def check_delay(step: int, settings: PollerSettings) -> float:
 
 
 def after_poll(slot: Slot, seq_now: int, changed_at: datetime, now: datetime,
-               settings: PollerSettings) -> Document:
+               settings: PollerSettings) -> Schedule:
     """The schedule after the poll of `slot`: the next rung, or giving up."""
     moved = seq_now != slot.for_seq  # the poll changed the order: its clock starts again
     step = 0 if moved else slot.ladder_step + 1

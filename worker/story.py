@@ -10,6 +10,7 @@ from typing import Any
 
 from shared import mongo
 from shared.alert import order_id
+from shared.documents import ActivityEntry, Anomaly, Attention, InboxRecord, Transition
 from shared.mongo import Collections, Document
 from shared.settings import RetentionSettings
 from worker import ids
@@ -41,7 +42,7 @@ async def find(c: Collections, project_id: str, query: str) -> str | None:
     return None
 
 
-def _alert(record: Document, transition: Document | None) -> Document:
+def _alert(record: InboxRecord, transition: Transition | None) -> Document:
     return {
         "key": record["_id"], "route": record.get("route"), "key_id": record.get("key_id"),
         "status": record.get("status"), "sub_status": record.get("sub_status"),
@@ -96,8 +97,9 @@ async def story(c: Collections, order_id: str, retention: RetentionSettings
             polls.append({k: poll.get(k) for k in ("attempt", "claimed_at", "finished_at",
                                                    "outcome", "for_seq")})
     settled = bool(view["final"] or view["needs_review"])
-    kept_until = (view["updated_at"] + timedelta(days=retention.inbox_days)
-                  if settled and view.get("updated_at") and retention.enabled else None)
+    updated_at = view["updated_at"]
+    kept_until = (updated_at + timedelta(days=retention.inbox_days)
+                  if settled and updated_at and retention.enabled else None)
     return {
         "order": view,
         "registration": await c.registrations.find_one({"_id": order_id}),
@@ -119,24 +121,24 @@ async def raw_alert(c: Collections, order_id: str, key: str) -> str | None:
     return str(record["raw_body"]) if record else None
 
 
-async def needs_review(c: Collections) -> list[Document]:
+async def needs_review(c: Collections) -> list[Attention]:
     """Orders given up and not yet reviewed: the `attention` collection holds only these (and
     the reviewed ones), so reading it whole costs the same at any number of orders."""
     cursor = c.attention.find({"reviewed": None}).sort("at", -1).limit(LIST_LIMIT)
     return [doc async for doc in cursor]
 
 
-async def anomalies(c: Collections) -> list[Document]:
+async def anomalies(c: Collections) -> list[Anomaly]:
     """Conflicting finals: rare, and kept only for retention.anomalies_days."""
     cursor = c.anomalies.find({}, projection={"order_id": 1, "recorded_at": 1, "event": 1}
                               ).sort("recorded_at", -1).limit(LIST_LIMIT)
     return [doc async for doc in cursor]
 
 
-async def activity(c: Collections, minutes: int = ACTIVITY_MINUTES) -> list[Document]:
+async def activity(c: Collections, minutes: int = ACTIVITY_MINUTES) -> list[ActivityEntry]:
     """The events of the last `minutes`, newest first: one read by _id per minute."""
     now = time.time()
-    events: list[Document] = []
+    events: list[ActivityEntry] = []
     for back in range(minutes):
         doc = await c.activity.find_one({"_id": minute_id(now - 60 * back)})
         if doc is not None:

@@ -84,11 +84,11 @@ async def test_a_check_for_an_order_that_moved_on_or_settled_is_dropped(
     assert await post(ingest, alert_body("chk-moved", "success", None), "success") == 200
 
     async def settled() -> bool:
-        view = await quiet_worker.store.c.orders.find_one({"_id": order_id})
+        view = await quiet_worker.store.collections.orders.find_one({"_id": order_id})
         return bool(view and view["final"])
     await wait_until(settled, 20, "the order settled")
     assert await poller.on_check(second) == "dropped"
-    assert await quiet_worker.store.c.polls.count_documents({}) == 0
+    assert await quiet_worker.store.collections.polls.count_documents({}) == 0
 
 
 async def test_an_idle_worker_asks_the_store_nothing(

@@ -98,24 +98,24 @@ async def test_dead_registration_is_redriven_to_its_own_queue(
     worker = Worker(settings)
     await worker.start(http=False)
     try:
-        healthy = worker.store.register
+        healthy = worker.store.registrations.register
 
         async def store_down(doc: dict[str, Any]) -> bool:
             raise ConnectionError("simulated store outage")
 
-        worker.store.register = store_down  # type: ignore[method-assign]
+        worker.store.registrations.register = store_down  # type: ignore[method-assign]
         await publish_registration(worker.broker, Registration(
             PROJECT_ID, "reg-dead", "p2p", "payin", 100, "RUB"))
         [letter] = await letters(worker, 1)
         assert letter.queue == REGISTER_QUEUE
         assert "exhausted 1 attempts" in letter.reason
 
-        worker.store.register = healthy  # type: ignore[method-assign]  # the fix
+        worker.store.registrations.register = healthy  # type: ignore[method-assign]  # the fix
         assert len(await dlq.redrive(worker.broker, dlq.matcher([], None, True))) == 1
 
         async def registered() -> bool:
             key = f"{PROJECT_ID}:reg-dead"
-            return await worker.store.c.registrations.find_one({"_id": key}) is not None
+            return await worker.store.collections.registrations.find_one({"_id": key}) is not None
         await wait_until(registered, 20, "the redriven registration recorded")
         assert await dlq.list_letters(worker.broker) == []  # it did not die again
     finally:
@@ -146,7 +146,7 @@ async def test_a_registration_retried_later_comes_back_to_its_own_queue(
     worker = Worker(settings)
     await worker.start(http=False)
     try:
-        healthy, calls = worker.store.register, []
+        healthy, calls = worker.store.registrations.register, []
 
         async def fails_once(doc: dict[str, Any]) -> bool:
             calls.append(doc["_id"])
@@ -154,13 +154,13 @@ async def test_a_registration_retried_later_comes_back_to_its_own_queue(
                 raise ConnectionError("simulated store outage")
             return await healthy(doc)
 
-        worker.store.register = fails_once  # type: ignore[method-assign]
+        worker.store.registrations.register = fails_once  # type: ignore[method-assign]
         await publish_registration(worker.broker, Registration(
             PROJECT_ID, "reg-later", "p2p", "payin", 100, "RUB"))
 
         async def registered() -> bool:
             key = f"{PROJECT_ID}:reg-later"
-            return await worker.store.c.registrations.find_one({"_id": key}) is not None
+            return await worker.store.collections.registrations.find_one({"_id": key}) is not None
         await wait_until(registered, 20, "the retried registration recorded")
         assert len(calls) == 2
         assert await dlq.list_letters(worker.broker) == []

@@ -25,7 +25,7 @@ STEPS = [("processing", "new", "callback"), ("processing", "requisites", "callba
 
 
 async def counts(worker: Worker) -> dict[str, int]:
-    c = worker.store.c
+    c = worker.store.collections
     return {name: await getattr(c, name).count_documents({}) for name in
             ("callbacks", "transitions", "polls", "anomalies", "published", "orders")}
 
@@ -40,23 +40,24 @@ async def test_after_retention_a_late_or_repeated_alert_changes_nothing(
         worker={"maintenance_interval_s": 3600}, poller={"enabled": False})
     worker = Worker(settings)
     await worker.start(http=False)
+    c = worker.store.collections
     try:
         for status, sub, route in STEPS:
             assert await post(ingest, alert_body("kept", status, sub), route) == 200
         sent = await events.wait(5)
         order_id = f"{PROJECT_ID}:kept"
         before = await counts(worker)
-        view_before = await worker.store.c.orders.find_one({"_id": order_id})
+        view_before = await c.orders.find_one({"_id": order_id})
         assert view_before is not None and (view_before["status"], view_before["seq"]) == (
             "success", 4)
 
-        retention = Retention(worker.store, settings.retention)
+        retention = Retention(worker.store.collections, settings.retention)
         would = await retention.run(time.time() + 1, dry_run=True)
         assert would == {"callbacks": 5, "transitions": 2, "polls": 0, "anomalies": 1,
                          "published": 3}  # the middle steps' and the anomaly's markers
         assert await counts(worker) == before  # a dry run deletes nothing
         assert await retention.run(time.time() + 1) == would
-        kept = sorted([t["seq"] async for t in worker.store.c.transitions.find({})])
+        kept = sorted([t["seq"] async for t in c.transitions.find({})])
         assert kept == [1, 4]  # the log's ends: where the worker finds its head
 
         # The sender retries everything, late, and one informative alert comes very late.
@@ -64,7 +65,7 @@ async def test_after_retention_a_late_or_repeated_alert_changes_nothing(
             assert await post(ingest, alert_body("kept", status, sub), route) == 200
 
         async def processed_again() -> bool:
-            return await worker.store.c.callbacks.count_documents({}) == 6
+            return await c.callbacks.count_documents({}) == 6
         await wait_until(processed_again, 20, "the late alerts processed")
         await wait_until(lambda: _anomaly_back(worker), 20, "the repeated anomaly recorded")
         after = await events.drain()
@@ -72,17 +73,17 @@ async def test_after_retention_a_late_or_repeated_alert_changes_nothing(
         # Nothing new: at most the anomaly again, under the event_id it had.
         assert {e["event_id"] for e in new} <= {e["event_id"] for e in sent}
         assert all(e["type"] == "anomaly" for e in new)
-        view = await worker.store.c.orders.find_one({"_id": order_id})
+        view = await c.orders.find_one({"_id": order_id})
         assert view is not None and (view["status"], view["seq"], view["final"]) == (
             "success", 4, True)
-        assert sorted([t["seq"] async for t in worker.store.c.transitions.find({})]) == [1, 4]
+        assert sorted([t["seq"] async for t in c.transitions.find({})]) == [1, 4]
     finally:
         await worker.mongo_client.drop_database(settings.mongo.database)
         await worker.stop()
 
 
 async def _anomaly_back(worker: Worker) -> bool:
-    return await worker.store.c.anomalies.count_documents({}) == 1
+    return await worker.store.collections.anomalies.count_documents({}) == 1
 
 
 async def test_retention_drops_old_activity_minutes_and_expired_console_sessions(
@@ -94,7 +95,7 @@ async def test_retention_drops_old_activity_minutes_and_expired_console_sessions
     settings = make_settings(worker={"maintenance_interval_s": 3600}, poller={"enabled": False})
     worker = Worker(settings)
     await worker.start(http=False)
-    c = worker.store.c
+    c = worker.store.collections
     now = time.time()
     try:
         await c.activity.insert_many([{"_id": minute_id(now - 2 * 86400), "events": []},
@@ -106,7 +107,7 @@ async def test_retention_drops_old_activity_minutes_and_expired_console_sessions
             {"_id": "reviewed-long-ago", "reviewed": {"at": utc(now - (days + 1) * 86400)}},
             {"_id": "reviewed-today", "reviewed": {"at": utc(now - 3600)}},
             {"_id": "waiting", "reviewed": None}])
-        taken = await Retention(worker.store, settings.retention).run(now)
+        taken = await Retention(worker.store.collections, settings.retention).run(now)
         assert (taken["activity"], taken["console_sessions"]) == (1, 1)
         assert taken["attention"] == 1
         assert sorted([d["_id"] async for d in c.attention.find({})]) == [

@@ -55,14 +55,14 @@ async def test_crash_between_transition_insert_and_ack_has_one_effect(
     crash_at: str,
 ) -> None:
     worker = worker_without_relay
-    db = worker.store.c
+    db = worker.store.collections
     if crash_at == "event publish":  # after the transition insert, before the event is out
         worker.broker.publish = fail_once(  # type: ignore[method-assign]
             worker.broker.publish, lambda exchange, *a, **k: exchange == ORDERS_EXCHANGE,
             PublishFailed("simulated crash"))
     else:  # the event is out, the crash comes before it is marked published
-        worker.store.mark_published = fail_once(  # type: ignore[method-assign]
-            worker.store.mark_published, lambda *a, **k: True, SimulatedCrash())
+        worker.store.outbox.mark = fail_once(  # type: ignore[method-assign]
+            worker.store.outbox.mark, lambda *a, **k: True, SimulatedCrash())
 
     assert await post(ingest, alert_body("pay-crash", "success", None), "success") == 200
 

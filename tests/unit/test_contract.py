@@ -4,7 +4,6 @@ every kind of body the pure functions build; the session-wide check catches drif
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 
 import pytest
 from jsonschema import Draft7Validator
@@ -23,12 +22,19 @@ from shared.contract import (
 )
 from shared.envelope import AlertEnvelope
 from shared.registration import Registration, parse_registration
+from shared.settings import PollerSettings
 from shared.topology import CALLBACKS_EXCHANGE, CHECKS_EXCHANGE, ORDERS_EXCHANGE, REGISTER_QUEUE
 from shared.wire import CALLBACK_PATHS, FLOWS, PRODUCTS
 from tests import contract_check
 from tests.keys import PROJECT_ID
 from worker.checks import Check
-from worker.records import Observation, anomaly_record, stale_record, transition_record
+from worker.records import (
+    Observation,
+    anomaly_record,
+    order_view,
+    stale_record,
+    transition_record,
+)
 
 
 def obs(status: str, sub: str | None, t: int = 1000) -> Observation:
@@ -61,10 +67,9 @@ def test_every_kind_of_event_meets_the_schema_with_formats() -> None:
     first = transition_record(obs("processing", "new"), None, 5.0)
     second = transition_record(obs("success", None), first, 6.0)
     anomaly = anomaly_record(obs("decline", "bank", 2000), second, 7.0)
-    view = {"project_id": PROJECT_ID, "payment_id": "p-1", "request_id": "r-1",
-            "status": "processing", "sub_status": "new", "status_description": None,
-            "gateway_time": datetime.fromtimestamp(1000, UTC)}
-    stale = stale_record("poll-1", view, 8.0)
+    view = order_view(first["order_id"], first, None, None, ("widget", "payin"),
+                      PollerSettings())
+    stale = stale_record("poll-1", view, first, 8.0)
     for record in (first, second, anomaly, stale):
         event = record["event"]
         assert event["schema_version"] == EVENT_SCHEMA_VERSION

@@ -8,9 +8,16 @@ import pytest
 
 from shared.alert import Alert, parse_alert
 from shared.envelope import AlertEnvelope, InvalidEnvelope
+from shared.registration import Registration
 from shared.settings import PollerSettings
 from tests.keys import PROJECT_ID
-from worker.records import Observation, anomaly_record, order_view, transition_record
+from worker.records import (
+    Observation,
+    anomaly_record,
+    order_view,
+    registration_record,
+    transition_record,
+)
 
 
 def obs(status: str, sub: str | None, t: int = 1000) -> Observation:
@@ -61,7 +68,7 @@ def test_amount_and_currency_come_from_the_alert_when_nobody_registered_them() -
     key = f"{PROJECT_ID}:p-1"
     view = order_view(key, second, None, None, ("p2p", "payin"), PollerSettings())
     assert (view["amount"], view["currency"]) == (150000, "RUB")
-    reg = {"project_id": PROJECT_ID, "payment_id": "p-1", "amount": 99, "currency": "EUR"}
+    reg = registration_record(Registration(PROJECT_ID, "p-1", "p2p", "payin", 99, "EUR"), 1.0)
     registered = order_view(key, second, reg, None, ("p2p", "payin"), PollerSettings())
     assert (registered["amount"], registered["currency"]) == (99, "EUR")  # registration wins
     odd = parse_alert({"project_id": PROJECT_ID, "general": {"payment_id": "p-1"},
@@ -75,8 +82,8 @@ def test_view_from_sources() -> None:
     empty = order_view(key, None, None, None, ("p2p", "payin"), PollerSettings())
     assert empty["status"] is None and empty["product"] == "p2p" and not empty["registered"]
     latest = transition_record(obs("success", "ok"), None, 3.0)
-    reg = {"project_id": PROJECT_ID, "payment_id": "p-1", "product": "ecom", "flow": "payout",
-           "amount": 100, "currency": "EUR"}
+    reg = registration_record(Registration(PROJECT_ID, "p-1", "ecom", "payout", 100, "EUR"),
+                              1.0)
     view = order_view(key, latest, reg, None, ("p2p", "payin"), PollerSettings())
     assert (view["status"], view["final"], view["product"], view["amount"]) == (
         "success", True, "ecom", 100)
