@@ -11,7 +11,7 @@ import structlog
 
 from console.auth import Operator
 from shared import mongo
-from shared.alert import decode_body, parse_alert
+from shared.alert import decode_body, order_id, parse_alert
 from shared.broker import Broker
 from shared.envelope import AlertEnvelope, InvalidEnvelope
 from shared.mongo import Collections
@@ -70,13 +70,13 @@ def _order_of(letter: dlq.DeadLetter) -> str | None:
     try:
         envelope = AlertEnvelope.from_bytes(letter.body)
         alert = parse_alert(decode_body(envelope.body.encode())[1])
-        return f"{alert.project_id}:{alert.payment_id}"
+        return alert.order_id
     except (InvalidEnvelope, ValueError):
         pass
     try:
         value = json.loads(letter.body)
         if isinstance(value, dict) and value.get("project_id") and value.get("payment_id"):
-            return f"{value['project_id']}:{value['payment_id']}"
+            return order_id(str(value["project_id"]), str(value["payment_id"]))
     except ValueError:
         pass
     return None

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 import structlog
 from pymongo.asynchronous.collection import AsyncCollection
 
+from shared.alert import order_id
 from shared.documents import ActivityEntry, ActivityMinute, Event
 
 log = structlog.get_logger("worker.activity")
@@ -33,7 +34,7 @@ class ActivityFeed:
     def note(self, routing_key: str, event: Event) -> None:
         self._pending.append({
             "at": time.time(), "routing_key": routing_key, "type": event["type"],
-            "order_id": f"{event['project_id']}:{event['payment_id']}",
+            "order_id": order_id(event["project_id"], event["payment_id"]),
             "status": event["status"], "sub_status": event["sub_status"],
             "source": event["source"]})
 

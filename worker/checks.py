@@ -8,6 +8,7 @@ import json
 from dataclasses import asdict, dataclass
 
 from shared.topology import CHECKS_EXCHANGE, wait_queue
+from worker import ids
 from worker.ports import Publisher
 
 
@@ -45,4 +46,4 @@ async def publish_check(broker: Publisher, check: Check, delay_s: float) -> None
     what caused the check only after this returns, so a crash gives a duplicate, never none."""
     await broker.publish(CHECKS_EXCHANGE, wait_queue(delay_s), check.to_bytes(),
                          correlation_id=check.order_id,
-                         message_id=f"{check.order_id}:{check.seq}:{check.step}")
+                         message_id=ids.check(check.order_id, check.seq, check.step))

@@ -23,6 +23,12 @@ def poll(order_id: str, attempt: int) -> str:
     return f"{order_id}:{attempt}"
 
 
+def check(order_id: str, seq: int, ladder_step: int) -> str:
+    """The message id of the stale check of the order's step `seq`, ladder step `ladder_step`
+    (a duplicate of one check has the same)."""
+    return f"{order_id}:{seq}:{ladder_step}"
+
+
 def anomaly(idempotency_key: str) -> str:
     """A different final reported after a final: one record per such alert."""
     return f"anomaly:{idempotency_key}"

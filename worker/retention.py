@@ -21,6 +21,7 @@ import structlog
 from pymongo import DeleteOne
 from pymongo.asynchronous.collection import AsyncCollection
 
+from shared import alert
 from shared.documents import OrderView
 from shared.mongo import Collections
 from shared.settings import PollerSettings, RetentionSettings
@@ -113,7 +114,7 @@ class Retention:
                                        projection={"_id": 1, "project_id": 1, "payment_id": 1},
                                        batch_size=BATCH)
         async for record in cursor:
-            order_id = f"{record['project_id']}:{record['payment_id']}"
+            order_id = alert.order_id(record["project_id"], record["payment_id"])
             is_settled = settled.get(order_id)
             if is_settled is None:
                 view = await self.c.orders.find_one({"_id": order_id},
