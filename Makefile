@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SIM_SCHEDULES ?= 10000
 SIM_SEED ?= 1  # make test runs a known range; `make sim` alone takes a fresh seed
 
-.PHONY: docs sim mutants run test test-unit test-deploy deploy-tools image soak bench services services-stop lint venv sample-alert demo
+.PHONY: docs sim mutants run test test-unit test-deploy test-cluster cluster cluster-stop deploy-tools image soak bench services services-stop lint venv sample-alert demo
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,15 @@ test-deploy: venv services deploy-tools image  # the image as containers, Helm c
 
 soak: venv services
 	$(BIN)/pytest -m soak -s
+
+cluster:  # a three-node RabbitMQ cluster on 5681-5683, beside the single node (idempotent)
+	deploy/cluster.sh start
+
+cluster-stop:
+	deploy/cluster.sh stop
+
+test-cluster: venv services cluster  # ingest and two workers against it: a node killed, a rolling restart, a node paused
+	$(BIN)/pytest -m cluster tests/cluster -s
 
 $(BIN)/.bench-installed: $(BIN)/.installed
 	$(BIN)/pip install -q -e '.[dev,bench]'

@@ -32,7 +32,7 @@ from console.overview import COUNTED, Overview
 from console.throttle import SignInThrottle
 from shared import mongo
 from shared.broker import Broker
-from shared.metrics import metrics_handler, process_registry
+from shared.metrics import export_broker_node, metrics_handler, process_registry
 from shared.money import display_amount
 from shared.settings import Settings
 from worker import dlq, parts, story
@@ -415,6 +415,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[COLLECTIONS] = collections
     app[SESSIONS] = Sessions(collections.sessions, settings.console.session_ttl_s)
     broker = Broker.for_settings(settings)
+    export_broker_node(app[METRICS_REGISTRY], broker)
     await broker.connect_forever()
     app[BROKER] = broker
     http = aiohttp.ClientSession()

@@ -146,7 +146,8 @@ mkdir -p "$STATE"
 case "${1:-start}" in
   start) start_rabbitmq & r=$!; start_ferretdb & f=$!; wait $r; wait $f ;;
   stop) stop_all ;;
+  install-rabbitmq) install_rabbitmq ;;  # deploy/cluster.sh runs its nodes from the same package
   status) port_open "$AMQP_PORT" && echo "rabbitmq: up" || echo "rabbitmq: down"
           port_open "$MONGO_PORT" && echo "ferretdb: up" || echo "ferretdb: down" ;;
-  *) echo "usage: $0 [start|stop|status]" >&2; exit 2 ;;
+  *) echo "usage: $0 [start|stop|status|install-rabbitmq]" >&2; exit 2 ;;
 esac

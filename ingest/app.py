@@ -16,7 +16,7 @@ from ingest.network import SourcePolicy
 from ingest.verify import Accepted, Rejected, verify_alert
 from shared.broker import Broker, PublishFailed
 from shared.envelope import AlertEnvelope
-from shared.metrics import metrics_handler, process_registry
+from shared.metrics import export_broker_node, metrics_handler, process_registry
 from shared.queue_watch import QueueWatch
 from shared.settings import ProjectSettings, Settings, SettingsError, load_settings
 from shared.topology import (
@@ -298,6 +298,7 @@ def create_app(settings: Settings) -> web.Application:
     app[BROKER] = Broker.for_settings(settings)
     app[WATCH] = QueueWatch(app[BROKER], app[METRICS].registry, WATCHED_QUEUES,
                             settings.amqp.queue_watch_interval_s)
+    export_broker_node(app[METRICS].registry, app[BROKER])
     app.cleanup_ctx.append(_broker_ctx)
     for route, path in CALLBACK_PATHS.items():
         app.router.add_post(path, alert_handler(route))

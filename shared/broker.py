@@ -9,14 +9,15 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aio_pika
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel
 from aio_pika.connection import make_url
 from aio_pika.robust_connection import RobustConnection
+from yarl import URL
 
 from shared.settings import PollerSettings, Settings
 from shared.topology import Declared, Topology, contract_topology, declare
@@ -44,11 +45,45 @@ def reconnect_delay(down_for_s: float, first_s: float, max_s: float) -> float:
     return min(max_s, max(first_s, down_for_s / 10))
 
 
+def node_address(url: URL) -> str:
+    """A broker node as logs and metrics name it: host and port, never the credentials."""
+    return f"{url.host}:{url.port or 5672}"
+
+
 class BackoffConnection(RobustConnection):
     """aio-pika's robust connection, whose fixed `reconnect_interval` becomes a backoff: it
-    reads the attribute before each attempt, so the attribute is computed from the outage."""
+    reads the attribute before each attempt, so the attribute is computed from the outage.
+    Given a cluster's nodes, it moves to the next one when its node is lost or an attempt
+    fails (aio-pika's own reconnection only ever retries the one URL)."""
 
     max_interval_s = 10.0
+    _addresses: tuple[URL, ...] = ()
+    _current = 0
+
+    def use_addresses(self, addresses: Sequence[URL]) -> None:
+        """Connect to these in turn, from the first (the URL this connection was made with)."""
+        self._addresses, self._current = tuple(addresses), 0
+
+    def _move_on(self) -> None:
+        if len(self._addresses) > 1:
+            self._current = (self._current + 1) % len(self._addresses)
+            self.url = self._addresses[self._current]
+
+    # RobustConnection's reconnection loop calls this (name-mangled) method for each attempt;
+    # tests/unit/test_broker_addresses.py fails if an aio-pika release renames it.
+    async def _RobustConnection__connect_transport(self) -> None:
+        if self._down_since:
+            # Not at once after a loss: a channel opened on another node before the cluster
+            # has noticed the loss (and elected the lost leaders' successors) had its publishes
+            # to those quorum queues refused until the lost node came back (RabbitMQ 3.10;
+            # tests/cluster). The first reconnect interval is enough for the election.
+            await asyncio.sleep(max(0.0, self._down_since + self._first_interval_s
+                                    - time.monotonic()))
+        try:
+            await super()._RobustConnection__connect_transport()  # type: ignore[misc]
+        except BaseException:
+            self._move_on()
+            raise
 
     @property
     def reconnect_interval(self) -> float:
@@ -65,21 +100,29 @@ class BackoffConnection(RobustConnection):
     async def _on_connection_close(self, closing: asyncio.Future[Any]) -> None:
         if not self._down_since:
             self._down_since = time.monotonic()
+            log.warning("broker_node_lost", node=node_address(self.url))
+        self._move_on()  # its node is gone (or going): the next attempt goes to another
         await super()._on_connection_close(closing)
 
     async def _on_connected(self) -> None:
         await super()._on_connected()
+        if self._down_since:
+            log.info("broker_node_connected", node=node_address(self.url),
+                     after_s=round(time.monotonic() - self._down_since, 3))
         self._down_since = 0.0
 
 
 class Broker:
-    def __init__(self, url: str, topology: Topology, publish_timeout_s: float = 5.0,
+    def __init__(self, url: str | Sequence[str], topology: Topology,
+                 publish_timeout_s: float = 5.0,
                  reconnect_s: tuple[float, float] = (1.0, 10.0)) -> None:
-        self._url = url
+        # One node, or a cluster's: connections start at the next node after each failure.
+        self._urls = (url,) if isinstance(url, str) else tuple(url)
+        self._first = 0
         self._topology = topology
         self._publish_timeout_s = publish_timeout_s
         self._reconnect_first_s, self._reconnect_max_s = reconnect_s
-        self.connection: AbstractRobustConnection | None = None
+        self.connection: BackoffConnection | None = None
         self.channel: AbstractChannel | None = None
         self.declared: Declared | None = None
 
@@ -88,7 +131,7 @@ class Broker:
         """Every process declares the contract's whole topology, retry queues included, so
         which one starts first does not matter."""
         return cls(
-            settings.amqp.url,
+            settings.amqp.addresses,
             contract_topology(settings.amqp.delivery_limit, settings.worker.retry_delays_s,
                               check_delays(settings.poller)),
             settings.amqp.publish_timeout_s,
@@ -99,17 +142,26 @@ class Broker:
         """Connect once and declare the topology (idempotent on the broker)."""
         # Made here rather than by connect_robust: if connecting is cancelled (a stop during
         # start-up) the connection must still be closed, or its reconnection task lives on.
-        connection = BackoffConnection(
-            make_url(self._url, reconnect_interval=self._reconnect_first_s))
+        n = len(self._urls)
+        addresses = [make_url(self._urls[(self._first + i) % n],
+                              reconnect_interval=self._reconnect_first_s) for i in range(n)]
+        connection = BackoffConnection(addresses[0])
         connection.max_interval_s = self._reconnect_max_s
+        connection.use_addresses(addresses)
         try:
             await connection.connect(timeout=10)
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             self.declared = await declare(channel, self._topology)
         except BaseException:
+            self._first = (self._first + 1) % n  # the next try starts at another node
             await connection.close()
             raise
         self.connection, self.channel = connection, channel
+
+    @property
+    def node(self) -> str | None:
+        """The node this process is connected to (or last was), as host:port."""
+        return node_address(self.connection.url) if self.connection is not None else None
 
     async def connect_forever(self) -> None:
         """Connect, retrying with the reconnection backoff until the broker answers (start-up
@@ -119,7 +171,7 @@ class Broker:
         while True:
             try:
                 await self.connect()
-                log.info("broker_connected")
+                log.info("broker_connected", node=self.node)
                 return
             except (TimeoutError, OSError) as exc:  # AMQPConnectionError is an OSError
                 delay = reconnect_delay(time.monotonic() - began, self._reconnect_first_s,
@@ -171,6 +223,13 @@ class Broker:
             raise Unroutable(f"no queue bound for {routing_key}") from None
         except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
             raise PublishFailed(f"publish failed: {type(exc).__name__}") from None
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # this task is being cancelled: not the publish's doing
+            # The connection closed under the publish (a lost node found by its heartbeat):
+            # aiormq cancels what waited on it. A failed publish, not a cancelled request.
+            raise PublishFailed("publish failed: the connection closed") from None
 
     async def close(self) -> None:
         if self.connection is not None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import (
@@ -13,6 +14,8 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 
 def process_registry() -> CollectorRegistry:
@@ -23,6 +26,27 @@ def process_registry() -> CollectorRegistry:
     registry.register(GC_COLLECTOR)
     registry.register(PLATFORM_COLLECTOR)
     return registry
+
+
+class BrokerNode(Collector):
+    """`hh_amqp_node{node="host:port"}`: 1 while connected to that broker node, 0 while its
+    connection is down (the node it will try next is then named)."""
+
+    def __init__(self, node: Callable[[], str | None], ready: Callable[[], bool]) -> None:
+        self._node, self._ready = node, ready
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily("hh_amqp_node", "The broker node this process is on "
+                                   "(1 connected, 0 reconnecting)", labels=["node"])
+        node = self._node()
+        if node is not None:
+            family.add_metric([node], 1.0 if self._ready() else 0.0)
+        yield family
+
+
+def export_broker_node(registry: CollectorRegistry, broker: Any) -> None:
+    """`broker`: a shared.broker.Broker (its `node` and `ready`)."""
+    registry.register(BrokerNode(lambda: broker.node, lambda: broker.ready))
 
 
 def metrics_handler(

@@ -30,6 +30,9 @@ class SettingsError(ValueError):
 @dataclass(frozen=True)
 class AmqpSettings:
     url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    # A cluster's nodes (each an amqp:// URL, tried in turn; the connection moves to the next
+    # when its node is lost). Empty: `url` alone.
+    urls: tuple[str, ...] = ()
     publish_timeout_s: float = 5.0
     prefetch: int = 64
     delivery_limit: int = 20
@@ -39,6 +42,10 @@ class AmqpSettings:
     reconnect_max_interval_s: float = 10.0
     # How often each process reads the depth and consumers of the queues (passive declare).
     queue_watch_interval_s: float = 15.0
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        return self.urls or (self.url,)
 
 
 @dataclass(frozen=True)
@@ -187,6 +194,7 @@ def comma_list(text: str) -> tuple[str, ...]:
 # environment variable -> (section, key, type)
 ENV_OVERRIDES: dict[str, tuple[str, str, Callable[[str], Any]]] = {
     "HH_AMQP_URL": ("amqp", "url", str),
+    "HH_AMQP_URLS": ("amqp", "urls", comma_list),
     "HH_MONGO_URL": ("mongo", "url", str),
     "HH_MONGO_DB": ("mongo", "database", str),
     "HH_INGEST_HOST": ("ingest", "host", str),
@@ -306,7 +314,7 @@ def parse_settings(
         projects[project.project_id] = project
     try:
         return Settings(
-            amqp=_section("amqp", AmqpSettings, sections["amqp"]),
+            amqp=_section("amqp", AmqpSettings, _tuples(sections["amqp"])),
             mongo=_section("mongo", MongoSettings, sections["mongo"]),
             ingest=_section("ingest", IngestSettings, _tuples(sections["ingest"])),
             worker=_section("worker", WorkerSettings, _tuples(sections["worker"])),

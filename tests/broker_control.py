@@ -17,6 +17,14 @@ async def rabbitmqctl(*args: str) -> None:
     assert await asyncio.wait_for(proc.wait(), 120) == 0, f"rabbitmqctl {' '.join(args)}"
 
 
+async def rabbitmqctl_output(*args: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        "rabbitmqctl", *args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    out, _ = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, f"rabbitmqctl {' '.join(args)}"
+    return out.decode()
+
+
 async def broker_accepts() -> float:
     """When the broker first takes an AMQP connection again (monotonic time)."""
     while True:

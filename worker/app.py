@@ -16,7 +16,7 @@ from pymongo import AsyncMongoClient
 
 from shared import mongo
 from shared.broker import Broker
-from shared.metrics import metrics_handler
+from shared.metrics import export_broker_node, metrics_handler
 from shared.queue_watch import QueueWatch
 from shared.settings import Settings
 from shared.topology import DUE_QUEUE, PROCESS_QUEUE, REGISTER_QUEUE, WATCHED_QUEUES
@@ -47,6 +47,7 @@ class Worker:
         self.poller = built.poller
         self.watch = QueueWatch(self.broker, self.metrics.registry, WATCHED_QUEUES,
                                 settings.amqp.queue_watch_interval_s, consumed=BACKLOG_QUEUES)
+        export_broker_node(self.metrics.registry, self.broker)
         self.consumer = Consumer(self.broker, self.processor, self.poller, settings.worker,
                                  self.watch)
         self.maintenance = Maintenance(self.processor, self.poller, settings.worker,

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -15,7 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from ingest.app import ADMISSION, BROKER, create_app
 from shared.settings import Settings
 from shared.wire import CALLBACK_PATHS
-from tests.broker_control import rabbitmqctl
+from tests.broker_control import AMQP_URL, rabbitmqctl, rabbitmqctl_output
 from tests.conftest import take_queued, wait_until
 from tests.keys import alert_body, gateway_rsa, signed_headers
 
@@ -115,3 +117,27 @@ async def test_a_publish_that_fails_gives_its_place_back(
     finally:
         await client.close()
         await take_queued(amqp)
+
+
+async def test_alerts_waiting_on_a_node_lost_to_its_heartbeat_are_answered_503(
+    make_settings: Callable[..., Settings], services: None,
+) -> None:
+    """The broker paused (SIGSTOP) while alerts wait for their confirms: the client finds it
+    lost by its heartbeat and aiormq cancels what waited. Each such alert is answered 503,
+    never dropped without an answer."""
+    settings = make_settings(amqp={"url": AMQP_URL + "?heartbeat=1", "publish_timeout_s": 60.0})
+    app = create_app(settings)
+    client: TestClient[Any, Any] = TestClient(TestServer(app))
+    await client.start_server()
+    pid = int((await rabbitmqctl_output("eval", "os:getpid().")).strip().strip('"'))
+    try:
+        await wait_until(lambda: _ready(app[BROKER].ready), 20, "ingest connected")
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            answers = await asyncio.gather(*(post(client, f"cut-{n}") for n in range(3)))
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert [(status, answer) for status, _headers, answer in answers] == [
+            (503, {"status": "unavailable"})] * 3
+    finally:
+        await client.close()
