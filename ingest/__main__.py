@@ -17,24 +17,21 @@ import structlog
 import uvloop
 from aiohttp import web
 
-from ingest.app import KEYS, LIFECYCLE, create_app
+from ingest.app import KEYS, LIFECYCLE, METRICS, create_app
+from ingest.slow import GuardedSite
 from shared import logs, tracing
 from shared.command import settings_from_command_line
 from shared.settings import Settings
 
 log = structlog.get_logger("ingest")
 SHUTDOWN_TIMEOUT_S = 30.0  # the longest a request in flight is waited for
-# Connections the kernel holds until the loop accepts them. aiohttp's 128 overflows when a
-# burst of senders connects at once (HighHelp's retries after an outage): a dropped SYN is
-# retried by the sender a second later, then three, and the ingest sits idle meanwhile.
-# The kernel caps it at net.core.somaxconn (4096 on current kernels).
-LISTEN_BACKLOG = 4096
 
 
 async def serve(settings: Settings) -> int:
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None,  # each alert is logged once, by its handler
-                           handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+                           handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+                           keepalive_timeout=settings.ingest.header_timeout_s)
     await runner.setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -43,8 +40,7 @@ async def serve(settings: Settings) -> int:
     loop.add_signal_handler(signal.SIGHUP, app[KEYS].reload)
     try:
         try:
-            await web.TCPSite(runner, settings.ingest.host, settings.ingest.port,
-                              backlog=LISTEN_BACKLOG).start()
+            await GuardedSite(runner, settings, app[METRICS].connections_cut).start()
             log.info("ingest_started", host=settings.ingest.host, port=settings.ingest.port)
             await _until_stopped(stop, app[LIFECYCLE].connecting)
         except StartFailed as exc:

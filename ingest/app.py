@@ -51,6 +51,11 @@ class IngestMetrics:
             "hh_ingest_max_in_flight", "The bound on alerts in flight (ingest.max_in_flight)",
             registry=self.registry,
         )
+        self.connections_cut = Counter(
+            "hh_ingest_connections_cut", "Connections closed before a request was read: "
+            "headers_too_slow, too_many_connections (answered 503)", ["reason"],
+            registry=self.registry,
+        )
         self.request_seconds = Histogram(
             "hh_ingest_request_seconds", "Alert request latency, by route", ["route"],
             registry=self.registry,
@@ -144,9 +149,12 @@ async def _answer_alert(request: web.Request, route: str, correlation_id: str) -
     if request.content_length is not None and request.content_length > limit:
         return _rejected(request, route, correlation_id, Rejected(413, "body_too_large"))
     try:
-        body = await request.read()
+        async with asyncio.timeout(settings.ingest.body_timeout_s):
+            body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         return _rejected(request, route, correlation_id, Rejected(413, "body_too_large"))
+    except TimeoutError:  # a body trickled in: the connection is not held for it
+        return _rejected(request, route, correlation_id, Rejected(408, "body_too_slow"))
 
     result = verify_alert(
         body, request.headers, request.app[KEYS].projects, time.time(),

@@ -27,7 +27,7 @@ class Accepted:
 
 @dataclass(frozen=True)
 class Rejected:
-    http_status: int  # 400, 401, 403 or 413
+    http_status: int  # 400, 401, 403, 408 (ingest/app.py: a body too slow) or 413
     reason: str  # a label for logs and metrics; never echoed to the sender
     alert: Alert | None = None  # the ids, when they could be read, for the log line
 

@@ -75,10 +75,18 @@ class IngestSettings:
     # The ingest's public address as HighHelp reaches it (https://pay.example.com): the three
     # callback URLs are this and CALLBACK_PATHS; `hh-admin doctor` probes them.
     public_url: str = ""
+    # A connection must send a request's headers within header_timeout_s (also how long an
+    # idle kept-alive connection stays open), and its body within body_timeout_s after them;
+    # past max_connections open at once, a new one is answered 503 and closed.
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 10.0
+    max_connections: int = 1000
 
     def __post_init__(self) -> None:
         if self.max_in_flight < 1:
             raise SettingsError("[ingest] max_in_flight: expected at least 1")
+        if self.max_connections < 1:
+            raise SettingsError("[ingest] max_connections: expected at least 1")
 
 
 @dataclass(frozen=True)
@@ -202,6 +210,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str, Callable[[str], Any]]] = {
     "HH_INGEST_DRAIN_S": ("ingest", "drain_s", float),
     "HH_INGEST_MAX_IN_FLIGHT": ("ingest", "max_in_flight", int),
     "HH_INGEST_PUBLIC_URL": ("ingest", "public_url", str),
+    "HH_INGEST_MAX_CONNECTIONS": ("ingest", "max_connections", int),
     "HH_WORKER_HOST": ("worker", "host", str),
     "HH_WORKER_PORT": ("worker", "port", int),
     "HH_CONSOLE_HOST": ("console", "host", str),

@@ -1,0 +1,134 @@
+"""Slow and surplus connections: a client that trickles its request's headers (a line every few
+seconds) would hold a connection for as long as it likes, and enough of them hold every file
+descriptor. Each connection must send a request's headers within `header_timeout_s` of opening
+(later requests on a kept-alive one are bounded by aiohttp's keep-alive timeout, which the
+ingest sets to the same); the body has its own deadline in the handler. Past
+`max_connections` open at once a new connection is answered 503 and closed at once.
+
+A protocol factory around aiohttp's (TCPSite's `runner.server`): it sees each connection's
+bytes before aiohttp does, and nothing of the requests themselves."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any, cast
+
+import structlog
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from prometheus_client import Counter
+
+from shared.settings import Settings
+
+log = structlog.get_logger("ingest")
+# Connections the kernel holds until the loop accepts them. aiohttp's 128 overflows when a
+# burst of senders connects at once (HighHelp's retries after an outage): a dropped SYN is
+# retried by the sender a second later, then three, and the ingest sits idle meanwhile.
+# The kernel caps it at net.core.somaxconn (4096 on current kernels).
+LISTEN_BACKLOG = 4096
+REFUSED = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+           b"Retry-After: 1\r\nConnection: close\r\nContent-Length: 24\r\n\r\n"
+           b'{"status":"unavailable"}')
+
+
+class ConnectionGuard:
+    """Counts the open connections and wraps each new one."""
+
+    def __init__(self, server: Callable[[], RequestHandler], header_timeout_s: float,
+                 max_connections: int, cut: Callable[[str], None]) -> None:
+        self._server = server
+        self.header_timeout_s = header_timeout_s
+        self.max_connections = max_connections
+        self.open = 0
+        self._cut = cut  # counts a connection cut or refused, by reason
+        self._logged_at = 0.0
+
+    def __call__(self) -> asyncio.Protocol:
+        return _Guarded(self._server(), self)
+
+    def cut(self, reason: str) -> None:
+        self._cut(reason)
+        now = time.monotonic()
+        if now - self._logged_at >= 1.0:  # a flood of them is one line a second
+            self._logged_at = now
+            log.warning("connection_cut", reason=reason, open=self.open)
+
+
+class _Guarded(asyncio.Protocol):
+    def __init__(self, inner: RequestHandler, guard: ConnectionGuard) -> None:
+        self._inner = inner
+        self._guard = guard
+        self._counted = False
+        self._deadline: asyncio.TimerHandle | None = None
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport = cast(asyncio.Transport, transport)  # uvloop's is its own
+        if self._guard.open >= self._guard.max_connections:
+            transport.write(REFUSED)
+            transport.close()
+            self._guard.cut("too_many_connections")
+            return
+        self._guard.open += 1
+        self._counted = True
+        self._deadline = asyncio.get_running_loop().call_later(
+            self._guard.header_timeout_s, self._too_slow)
+        self._inner.connection_made(transport)
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        if self._transport is not None and not self._transport.is_closing():
+            self._guard.cut("headers_too_slow")
+            self._transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        if not self._counted:
+            return
+        before = self._inner._request_count  # requests whose headers aiohttp has parsed
+        self._inner.data_received(data)
+        if self._deadline is not None and self._inner._request_count > before:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def eof_received(self) -> None:
+        if self._counted:
+            self._inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._counted:
+            return
+        self._guard.open -= 1
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+    def __getattr__(self, name: str) -> Any:  # anything else asyncio asks of the protocol
+        return getattr(self._inner, name)
+
+
+class GuardedSite(web.TCPSite):
+    """aiohttp's TCP site, its connections through a ConnectionGuard."""
+
+    def __init__(self, runner: web.BaseRunner, settings: Settings, cut: Counter) -> None:
+        super().__init__(runner, settings.ingest.host, settings.ingest.port,
+                         backlog=LISTEN_BACKLOG)
+        self._settings = settings.ingest
+        self._cut_counter = cut
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)  # registers the site with its runner
+        server = self._runner.server
+        assert server is not None
+        guard = ConnectionGuard(server, self._settings.header_timeout_s,
+                                self._settings.max_connections,
+                                lambda reason: self._cut_counter.labels(reason).inc())
+        self._server = await asyncio.get_running_loop().create_server(
+            guard, self._settings.host, self._settings.port, backlog=LISTEN_BACKLOG)
