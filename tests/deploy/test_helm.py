@@ -95,6 +95,20 @@ def test_default_render_scales_on_cpu_and_runs_locked_down() -> None:
         assert "value" not in env["HH_MONGO_URL"]
 
 
+def test_a_clusters_nodes_reach_every_process_from_the_secret() -> None:
+    nodes = "amqp://u:p@rabbit-0:5672/,amqp://u:p@rabbit-1:5672/"
+    manifests = render("--set", f"connections.amqpUrls={nodes.replace(',', chr(92) + ',')}")
+    [secret] = [m for m in manifests if m["kind"] == "Secret"
+                and m["metadata"]["name"].endswith("-connections")]
+    assert base64.b64decode(secret["data"]["amqp-urls"]).decode() == nodes
+    for deployment in deployments(manifests).values():
+        env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]
+               ["env"]}
+        assert env["HH_AMQP_URLS"]["valueFrom"]["secretKeyRef"]["key"] == "amqp-urls"
+    plain = render()
+    assert not any("amqp-urls" in (m.get("data") or {}) for m in plain if m["kind"] == "Secret")
+
+
 def test_keda_replaces_the_worker_hpa_and_monitoring_objects_carry_the_tested_rules() -> None:
     manifests = render("--set", "keda.enabled=true", "--set", "serviceMonitor.enabled=true",
                        "--set", "prometheusRule.enabled=true", "--set", "dashboard.enabled=true")

@@ -74,6 +74,8 @@ spec:
           value: /etc/hh-callbacks/config.toml
         - name: HH_AMQP_URL
           valueFrom: {secretKeyRef: {name: {{ include "hh.connectionsSecret" $root }}, key: amqp-url}}
+        - name: HH_AMQP_URLS  # a cluster's nodes, if the Secret lists them
+          valueFrom: {secretKeyRef: {name: {{ include "hh.connectionsSecret" $root }}, key: amqp-urls, optional: true}}
         - name: HH_MONGO_URL
           valueFrom: {secretKeyRef: {name: {{ include "hh.connectionsSecret" $root }}, key: mongo-url}}
         {{- with .env }}{{ toYaml . | nindent 8 }}{{ end }}
