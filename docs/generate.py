@@ -17,6 +17,7 @@ import sys
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import yaml
@@ -132,6 +133,7 @@ def metrics_page() -> str:
     from console.app import METRICS_REGISTRY
     from console.app import create_app as console_app
     from ingest.app import IngestMetrics
+    from shared.metrics import export_broker_node
     from shared.settings import Settings
     from worker.metrics import WorkerMetrics
 
@@ -141,6 +143,8 @@ def metrics_page() -> str:
     registries = {"ingest": IngestMetrics().registry, "worker": WorkerMetrics().registry,
                   "console": console_app(Settings())[METRICS_REGISTRY]}
     for process, registry in registries.items():
+        # Registered once the process has its broker: here with a stand-in of one.
+        export_broker_node(registry, SimpleNamespace(node="127.0.0.1:5672", ready=True))
         lines += [f"## {process}", "", "| metric | type | help |", "|---|---|---|"]
         for family in registry.collect():
             if family.name.startswith(("process_", "python_")):
