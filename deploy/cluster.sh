@@ -18,6 +18,10 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 # Under the broker user's home: the nodes run as that user (Debian's rabbitmq-server does so).
 DATA=${HH_CLUSTER_DIR:-/var/lib/rabbitmq/hh-cluster}
 NODES=(1 2 3)
+# How soon the nodes count an unresponsive one (paused, partitioned) as down, and elect its
+# quorum queues' new leaders: Erlang's default is 60 s, during which those queues take and
+# give nothing. A node that crashes is noticed at once whatever this is.
+TICKTIME_S=${HH_CLUSTER_TICKTIME_S:-10}
 
 log() { printf '[cluster] %s\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi; }
@@ -48,7 +52,7 @@ start_node() {
     RABBITMQ_NODE_PORT="$(amqp_port "$n")" RABBITMQ_DIST_PORT=$((25680 + n)) \
     RABBITMQ_MNESIA_BASE="$DATA/$n/mnesia" RABBITMQ_LOG_BASE="$DATA/$n/log" \
     RABBITMQ_PID_FILE="$DATA/$n/pid" RABBITMQ_ENABLED_PLUGINS_FILE="$DATA/enabled_plugins" ERL_EPMD_ADDRESS=127.0.0.1 \
-    RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}" \
+    RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1} -kernel net_ticktime $TICKTIME_S" \
     rabbitmq-server -detached
 }
 

@@ -112,6 +112,10 @@ class BackoffConnection(RobustConnection):
         self._down_since = 0.0
 
 
+CHANNEL_RENEW_S = 2.0
+_RENEWING: set[asyncio.Task[None]] = set()  # strong references to renewals in flight
+
+
 class Broker:
     def __init__(self, url: str | Sequence[str], topology: Topology,
                  publish_timeout_s: float = 5.0,
@@ -125,6 +129,7 @@ class Broker:
         self.connection: BackoffConnection | None = None
         self.channel: AbstractChannel | None = None
         self.declared: Declared | None = None
+        self._renewed_at = 0.0
 
     @classmethod
     def for_settings(cls, settings: Settings) -> Broker:
@@ -221,6 +226,9 @@ class Broker:
             raise PublishFailed("publish not confirmed in time") from None
         except aio_pika.exceptions.PublishError:
             raise Unroutable(f"no queue bound for {routing_key}") from None
+        except aio_pika.exceptions.DeliveryError:
+            self._renew_channel_soon()
+            raise PublishFailed("publish refused by the broker (nack)") from None
         except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
             raise PublishFailed(f"publish failed: {type(exc).__name__}") from None
         except asyncio.CancelledError:
@@ -230,6 +238,26 @@ class Broker:
             # The connection closed under the publish (a lost node found by its heartbeat):
             # aiormq cancels what waited on it. A failed publish, not a cancelled request.
             raise PublishFailed("publish failed: the connection closed") from None
+
+    def _renew_channel_soon(self) -> None:
+        """A nack: the queue could not take the message. After a lost node, a channel opened
+        before the cluster had elected its queues' new leaders has every publish to them
+        refused until that node returns (RabbitMQ 3.10; tests/cluster): a new channel, made
+        now, finds the new leaders. At most one every CHANNEL_RENEW_S."""
+        now = time.monotonic()
+        if self.channel is None or now - self._renewed_at < CHANNEL_RENEW_S:
+            return
+        self._renewed_at = now
+        task = asyncio.get_running_loop().create_task(self._renew_channel(self.channel))
+        _RENEWING.add(task)
+        task.add_done_callback(_RENEWING.discard)
+
+    async def _renew_channel(self, channel: AbstractChannel) -> None:
+        log.warning("broker_channel_renewed", node=self.node, reason="publishes refused")
+        try:  # the robust channel restores itself on a new one, declarations and all
+            await (await channel.get_underlay_channel()).close()
+        except Exception as exc:  # noqa: BLE001 - the connection's own recovery goes on
+            log.warning("broker_channel_renew_failed", error=type(exc).__name__)
 
     async def close(self) -> None:
         if self.connection is not None:
