@@ -143,7 +143,7 @@ class Bench:
         if before is None:
             print(f"  (no git history: the ingest at {overload.BASELINE_REV} is not measured)")
         for variant, cwd in (("before", before), ("now", None)):
-            if variant == "before" and cwd is None:
+            if variant not in self.args.overload_variants or (variant == "before" and cwd is None):
                 continue
             await self._overload_series(vegeta, variant, cwd)
 
@@ -359,6 +359,8 @@ def main() -> None:
                         help="per vegeta run of the overload stage")
     parser.add_argument("--overload-targets", type=int, default=30_000,
                         help="distinct alerts for the closed-loop maximum (more than it sends)")
+    parser.add_argument("--overload-variants", nargs="+", choices=["before", "now"],
+                        default=["before", "now"], help="which ingests the overload stage runs")
     parser.add_argument("--only", choices=["overload"],
                         help="run one stage alone and print it (docs/ is not written)")
     parser.add_argument("--alerts", type=int, default=1500, help="per worker drain run")

@@ -1,7 +1,8 @@
 """OpenTelemetry tracing, off unless the standard OTEL_* environment asks for it.
 
 On, one trace follows an alert: the ingest's request span (aiohttp server instrumentation),
-its publish (aio-pika instrumentation: W3C `traceparent` in the AMQP headers), the worker's
+its publish (aio-pika instrumentation's span, `producing`: W3C `traceparent` in the AMQP
+headers), the worker's
 consume of it (the same, extracting the context), the store commands (PyMongo's command
 listener, which the async client fires too), and the event's publish, whose headers carry the
 trace on to downstream consumers; the poller's /info calls are client spans. Off, nothing is
@@ -11,7 +12,9 @@ imported or patched: tracing costs nothing.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
+from types import SimpleNamespace
 from typing import Any
 
 _EXPORTER_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
@@ -91,6 +94,27 @@ def _rabbitmq_attributes() -> Any:
                                "send" if span.kind is SpanKind.PRODUCER else "receive")
 
     return RabbitMqAttributes()
+
+
+@contextmanager
+def producing(exchange: str, routing_key: str, channel: Any, properties: Any) -> Iterator[None]:
+    """The publish span aio-pika's instrumentation makes, around a publish that goes to
+    aiormq's channel itself (shared/broker.py), and its W3C traceparent in the headers."""
+    from opentelemetry import propagate, trace
+    from opentelemetry.instrumentation.aio_pika.span_builder import SpanBuilder
+
+    builder: Any = SpanBuilder(trace.get_tracer("opentelemetry.instrumentation.aio_pika"))
+    builder.set_as_producer()
+    builder.set_destination(f"{exchange},{routing_key}")
+    builder.set_channel(channel)
+    builder.set_message(SimpleNamespace(properties=properties))
+    span = builder.build()
+    if span is None:  # instrumentation suppressed for this context
+        yield
+        return
+    with trace.use_span(span, end_on_exit=True):
+        propagate.inject(properties.headers)
+        yield
 
 
 def annotate_receive(queue: str, routing_key: str | None) -> None:
