@@ -9,6 +9,7 @@ the body, keeps answering what it took at full speed (the SRE book's "Handling O
 from __future__ import annotations
 
 RETRY_AFTER_S = 1  # the Retry-After of a refusal: a retry storm is spread, not repeated at once
+UNAVAILABLE = b'{"status": "unavailable"}'  # the body of every 503 the ingest answers
 LOG_EVERY_S = 1.0  # refusals are logged as one line a second at most, with their count
 
 

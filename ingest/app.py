@@ -11,7 +11,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import Counter, Gauge, Histogram
 
-from ingest.admission import RETRY_AFTER_S, Admission
+from ingest.admission import RETRY_AFTER_S, UNAVAILABLE, Admission
 from ingest.network import SourcePolicy
 from ingest.verify import Accepted, Rejected, verify_alert
 from shared.broker import Broker, PublishFailed
@@ -125,7 +125,6 @@ FORBIDDEN = {"status": "forbidden"}
 RETRY_AFTER = {"Retry-After": str(RETRY_AFTER_S)}
 
 
-UNAVAILABLE = b'{"status": "unavailable"}'
 PROBED = b'{"status": "probe"}'
 
 

@@ -20,6 +20,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from prometheus_client import Counter
 
+from ingest.admission import RETRY_AFTER_S, UNAVAILABLE
 from shared.settings import Settings
 
 log = structlog.get_logger("ingest")
@@ -28,9 +29,10 @@ log = structlog.get_logger("ingest")
 # retried by the sender a second later, then three, and the ingest sits idle meanwhile.
 # The kernel caps it at net.core.somaxconn (4096 on current kernels).
 LISTEN_BACKLOG = 4096
+# Written before aiohttp sees the connection: the whole answer by hand, from the one 503 body.
 REFUSED = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-           b"Retry-After: 1\r\nConnection: close\r\nContent-Length: 24\r\n\r\n"
-           b'{"status":"unavailable"}')
+           b"Retry-After: %d\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+           % (RETRY_AFTER_S, len(UNAVAILABLE), UNAVAILABLE))
 
 
 class ConnectionGuard:

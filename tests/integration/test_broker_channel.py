@@ -11,9 +11,9 @@ import aio_pika
 import pytest
 import structlog
 
-from shared.broker import Broker, PublishFailed
+from shared.broker import Broker, PublishFailed, Unroutable
 from shared.settings import Settings
-from shared.topology import PROCESS_QUEUE
+from shared.topology import PROCESS_QUEUE, RETRY_EXCHANGE
 from tests.conftest import take_queued, wait_until
 
 pytestmark = pytest.mark.services
@@ -58,3 +58,25 @@ async def test_a_nack_fails_the_publish_and_renews_the_channel(
     await take_queued(amqp)
     await broker.publish("", PROCESS_QUEUE, b'{"renewed": true}', correlation_id="c")
     assert await take_queued(amqp) == [b'{"renewed": true}']
+
+
+async def test_an_unroutable_publish_and_an_unknown_exchange_fail_and_the_channel_goes_on(
+    broker: Broker, amqp: aio_pika.abc.AbstractChannel,
+) -> None:
+    # Mandatory: the broker returns a message no queue is bound for (aiormq's own channel,
+    # not aio-pika's exchange, publishes it: the return must still fail the publish).
+    with pytest.raises(Unroutable, match=r"no queue bound for hh\.test\.unbound"):
+        await broker.publish(RETRY_EXCHANGE, "hh.test.unbound", b"{}", correlation_id="c")
+    with pytest.raises(PublishFailed, match="not in the topology"):
+        await broker.publish("hh.test.nowhere", "any", b"{}", correlation_id="c")
+    await take_queued(amqp)
+    await broker.publish("", PROCESS_QUEUE, b'{"after": true}', correlation_id="c",
+                         headers={"x-test": "kept"}, message_id="m-1")
+    # The properties it writes itself: persistent, JSON, its ids, headers and a timestamp.
+    queue = await amqp.get_queue(PROCESS_QUEUE, ensure=False)
+    message = await queue.get(no_ack=True, fail=False)
+    assert message is not None and message.body == b'{"after": true}'
+    assert (message.delivery_mode, message.content_type, message.message_id,
+            message.correlation_id, message.headers.get("x-test")) == (
+        aio_pika.DeliveryMode.PERSISTENT, "application/json", "m-1", "c", "kept")
+    assert message.timestamp is not None
