@@ -45,6 +45,10 @@ async def test_after_retention_a_late_or_repeated_alert_changes_nothing(
         for status, sub, route in STEPS:
             assert await post(ingest, alert_body("kept", status, sub), route) == 200
         sent = await events.wait(5)
+
+        async def all_recorded() -> bool:  # the inbox record is written after the event
+            return await c.callbacks.count_documents({}) == len(STEPS)
+        await wait_until(all_recorded, 20, "every alert recorded")
         order_id = f"{PROJECT_ID}:kept"
         before = await counts(worker)
         view_before = await c.orders.find_one({"_id": order_id})
