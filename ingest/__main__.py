@@ -17,7 +17,7 @@ import structlog
 import uvloop
 from aiohttp import web
 
-from ingest.app import KEYS, LIFECYCLE, METRICS, create_app
+from ingest.app import KEYS, LIFECYCLE, create_app
 from ingest.slow import GuardedSite
 from shared import logs, tracing
 from shared.command import settings_from_command_line
@@ -40,7 +40,7 @@ async def serve(settings: Settings) -> int:
     loop.add_signal_handler(signal.SIGHUP, app[KEYS].reload)
     try:
         try:
-            await GuardedSite(runner, settings, app[METRICS].connections_cut).start()
+            await GuardedSite(runner).start()
             log.info("ingest_started", host=settings.ingest.host, port=settings.ingest.port)
             await _until_stopped(stop, app[LIFECYCLE].connecting)
         except StartFailed as exc:

@@ -249,12 +249,17 @@ def alert_handler(route: str) -> Callable[[web.Request], Awaitable[web.Response]
 
 
 def _overloaded(metrics: IngestMetrics, admission: Admission, route: str) -> web.Response:
+    count_overloaded(metrics, admission, route)
+    return _unavailable()
+
+
+def count_overloaded(metrics: IngestMetrics, admission: Admission, route: str) -> None:
+    """An alert refused for want of a place, by the handler or before aiohttp read it."""
     metrics.overloaded[route].inc()
     metrics.refused_overloaded.inc()
     refused = admission.refusals_to_log(time.monotonic())
     if refused:  # one line a second at most: a storm of refusals must not become one of logs
         log.warning("alerts_refused_overloaded", refused=refused, in_flight=admission.limit)
-    return _unavailable()
 
 
 async def healthz(_request: web.Request) -> web.Response:

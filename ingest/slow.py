@@ -5,8 +5,12 @@ descriptor. Each connection must send a request's headers within `header_timeout
 ingest sets to the same); the body has its own deadline in the handler. Past
 `max_connections` open at once a new connection is answered 503 and closed at once.
 
+Past the bound on alerts in flight (ingest.admission), an alert that arrives whole on an idle
+connection is refused here, before aiohttp parses it: a refusal costs a few byte searches
+and one write, so that under a retry storm the ingest's CPU goes to the alerts it takes.
+
 A protocol factory around aiohttp's (TCPSite's `runner.server`): it sees each connection's
-bytes before aiohttp does, and nothing of the requests themselves."""
+bytes before aiohttp does."""
 
 from __future__ import annotations
 
@@ -18,10 +22,15 @@ from typing import Any, cast
 import structlog
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
-from prometheus_client import Counter
 
-from ingest.admission import RETRY_AFTER_S, UNAVAILABLE
-from shared.settings import Settings
+from ingest.admission import (
+    REFUSED_KEEP_ALIVE,
+    RETRY_AFTER_S,
+    UNAVAILABLE,
+    Admission,
+    whole_alert_request,
+)
+from ingest.app import ADMISSION, METRICS, SETTINGS, count_overloaded
 
 log = structlog.get_logger("ingest")
 # Connections the kernel holds until the loop accepts them. aiohttp's 128 overflows when a
@@ -39,13 +48,16 @@ class ConnectionGuard:
     """Counts the open connections and wraps each new one."""
 
     def __init__(self, server: Callable[[], RequestHandler], header_timeout_s: float,
-                 max_connections: int, cut: Callable[[str], None]) -> None:
+                 max_connections: int, cut: Callable[[str], None], admission: Admission,
+                 overloaded: Callable[[str], None]) -> None:
         self._server = server
         self.header_timeout_s = header_timeout_s
         self.max_connections = max_connections
         self.open = 0
         self._cut = cut  # counts a connection cut or refused, by reason
         self._logged_at = 0.0
+        self.admission = admission
+        self.overloaded = overloaded  # counts an alert refused here, by route
 
     def __call__(self) -> asyncio.Protocol:
         return _Guarded(self._server(), self)
@@ -88,9 +100,36 @@ class _Guarded(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if not self._counted:
             return
-        before = self._inner._request_count  # requests whose headers aiohttp has parsed
-        self._inner.data_received(data)
-        if self._deadline is not None and self._inner._request_count > before:
+        inner = self._inner
+        if self._guard.admission.full() and self._idle():
+            route = whole_alert_request(data)
+            if route is not None:
+                self._refuse(route)
+                return
+        before = inner._request_count  # requests whose headers aiohttp has parsed
+        inner.data_received(data)
+        if self._deadline is not None and inner._request_count > before:
+            self._headers_arrived()
+
+    def _idle(self) -> bool:
+        """Whether aiohttp has answered every request it parsed on this connection (waits for
+        the next, or has had none): a refusal written now comes after all their answers."""
+        inner = self._inner
+        if inner._messages:
+            return False
+        waiter = inner._waiter
+        return inner._request_count == 0 or (waiter is not None and not waiter.done())
+
+    def _refuse(self, route: str) -> None:
+        assert self._transport is not None
+        self._transport.write(REFUSED_KEEP_ALIVE)
+        self._guard.overloaded(route)
+        self._headers_arrived()
+        inner = self._inner  # its idle connection timer counts from this answer too
+        inner._next_keepalive_close_time = inner._loop.time() + inner._keepalive_timeout
+
+    def _headers_arrived(self) -> None:
+        if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
 
@@ -119,18 +158,22 @@ class _Guarded(asyncio.Protocol):
 class GuardedSite(web.TCPSite):
     """aiohttp's TCP site, its connections through a ConnectionGuard."""
 
-    def __init__(self, runner: web.BaseRunner, settings: Settings, cut: Counter) -> None:
-        super().__init__(runner, settings.ingest.host, settings.ingest.port,
-                         backlog=LISTEN_BACKLOG)
-        self._settings = settings.ingest
-        self._cut_counter = cut
+    def __init__(self, runner: web.AppRunner) -> None:
+        app = runner.app
+        settings = app[SETTINGS].ingest
+        super().__init__(runner, settings.host, settings.port, backlog=LISTEN_BACKLOG)
+        self._settings = settings
+        self._app = app
 
     async def start(self) -> None:
         await web.BaseSite.start(self)  # registers the site with its runner
         server = self._runner.server
         assert server is not None
+        metrics, admission = self._app[METRICS], self._app[ADMISSION]
         guard = ConnectionGuard(server, self._settings.header_timeout_s,
                                 self._settings.max_connections,
-                                lambda reason: self._cut_counter.labels(reason).inc())
+                                lambda reason: metrics.connections_cut.labels(reason).inc(),
+                                admission,
+                                lambda route: count_overloaded(metrics, admission, route))
         self._server = await asyncio.get_running_loop().create_server(
             guard, self._settings.host, self._settings.port, backlog=LISTEN_BACKLOG)

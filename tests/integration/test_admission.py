@@ -8,18 +8,22 @@ import json
 import os
 import signal
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import aio_pika
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from ingest.admission import REFUSED_KEEP_ALIVE
 from ingest.app import ADMISSION, BROKER, create_app
 from shared.settings import Settings
-from shared.wire import CALLBACK_PATHS
+from shared.wire import CALLBACK_PATHS, PROBE_HEADER
 from tests.broker_control import AMQP_URL, rabbitmqctl, rabbitmqctl_output
 from tests.conftest import take_queued, wait_until
-from tests.keys import alert_body, gateway_rsa, signed_headers
+from tests.integration.test_slow_clients import metric, start_ingest
+from tests.keys import alert_body, gateway_hmac, gateway_rsa, signed_headers
 
 pytestmark = pytest.mark.services
 PATH = CALLBACK_PATHS["callback"]
@@ -141,3 +145,91 @@ async def test_alerts_waiting_on_a_node_lost_to_its_heartbeat_are_answered_503(
             (503, {"status": "unavailable"})] * 3
     finally:
         await client.close()
+
+
+def raw_alert(payment_id: str, route: str = "callback", probe: bool = False) -> bytes:
+    """A signed alert as one piece of bytes, as an HTTP client writes it."""
+    body = alert_body(payment_id=payment_id)
+    headers = {"Host": "ingest", "Content-Type": "application/json",
+               **signed_headers(body, gateway_hmac()), "Content-Length": str(len(body))}
+    if probe:
+        headers[PROBE_HEADER] = "1"
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return f"POST {CALLBACK_PATHS[route]} HTTP/1.1\r\n{head}\r\n".encode() + body
+
+
+async def answer(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """One HTTP answer off a kept-alive connection: its head and its body."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:")))
+    return head, await asyncio.wait_for(reader.readexactly(length), 10)
+
+
+async def test_past_the_bound_an_alert_arriving_whole_is_refused_before_aiohttp_parses_it(
+    settings: Settings, tmp_path: Path, old_rsa_pem: bytes, amqp: aio_pika.abc.AbstractChannel,
+) -> None:
+    """A real ingest process (its connection guard is the early refusal's home), one place,
+    held by an alert whose confirm the broker holds back: a whole alert on an idle
+    connection is answered with the hand-written 503, the connection kept; a probe and
+    everything not an alert still go to aiohttp; once the place is free, the same
+    connection's next alert is taken; a pipelined alert waits for the one before it. Nothing
+    refused is published."""
+    # Long connection timeouts: the raw connection idles while the broker's alarm is cleared.
+    ingest, port = await start_ingest(
+        settings, tmp_path, old_rsa_pem, {"max_in_flight": 1, "header_timeout_s": 30.0},
+        amqp={"publish_timeout_s": 60.0})
+    await take_queued(amqp)
+
+    async def place_taken() -> bool:
+        return await metric(port, "hh_ingest_in_flight") == 1
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        async with aiohttp.ClientSession() as http:
+            await memory_alarm(True)
+            try:
+                held = asyncio.create_task(http.post(
+                    f"http://127.0.0.1:{port}{PATH}", data=alert_body(payment_id="held"),
+                    headers=signed_headers(alert_body(payment_id="held"), gateway_hmac())))
+                await wait_until(place_taken, 20, "the held alert to take the place")
+                for n, route in enumerate(["callback", "success", "decline"]):
+                    writer.write(raw_alert(f"refused-{n}", route))
+                    head, body = await answer(reader)
+                    assert head + body == REFUSED_KEEP_ALIVE, head + body
+                writer.write(raw_alert("probed", probe=True))
+                head, body = await answer(reader)
+                assert head.startswith(b"HTTP/1.1 200") and json.loads(body) == {
+                    "status": "probe"}
+                writer.write(raw_alert("refused-by-aiohttp") * 2)  # pipelined: the long way
+                for _ in range(2):
+                    head, body = await answer(reader)
+                    assert head.startswith(b"HTTP/1.1 503") and b"Server:" in head, head
+                assert not held.done()  # every refusal answered while the place was held
+            finally:
+                await memory_alarm(False)
+            async with await held as response:
+                assert response.status == 200
+        writer.write(raw_alert("taken"))  # the connection refused by hand serves on
+        head, body = await answer(reader)
+        assert head.startswith(b"HTTP/1.1 200"), head + body
+
+        # A client that pipelines: its second alert comes while its first holds the place.
+        # The connection is not idle, so aiohttp takes it, after the first is answered.
+        await memory_alarm(True)
+        try:
+            writer.write(raw_alert("first"))
+            await wait_until(place_taken, 20, "the first alert to take the place")
+            writer.write(raw_alert("second"))
+            await writer.drain()
+        finally:
+            await memory_alarm(False)
+        for _ in range(2):
+            head, body = await answer(reader)
+            assert head.startswith(b"HTTP/1.1 200"), head + body
+        assert await metric(port, 'hh_ingest_rejections_total{reason="overloaded"}') == 5
+    finally:
+        writer.close()
+        assert await ingest.stop() == 0, ingest.output()[-2000:]
+    published = sorted(json.loads(json.loads(b)["body"])["general"]["payment_id"]
+                       for b in await take_queued(amqp))
+    assert published == ["first", "held", "second", "taken"]

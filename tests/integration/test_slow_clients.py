@@ -25,12 +25,14 @@ MAX_CONNECTIONS = 40
 TRICKLERS = 20
 
 
-async def start_ingest(settings: Settings, tmp_path: Path, old_rsa_pem: bytes
+async def start_ingest(settings: Settings, tmp_path: Path, old_rsa_pem: bytes,
+                       limits: dict[str, Any] | None = None, **sections: dict[str, Any],
                        ) -> tuple[ServiceProcess, int]:
     port = free_port()
     raw = write_config(tmp_path, old_rsa_pem, mongo={"database": settings.mongo.database},
                        ingest={"port": port, "header_timeout_s": 1.0, "body_timeout_s": 1.0,
-                               "max_connections": MAX_CONNECTIONS})
+                               "max_connections": MAX_CONNECTIONS, **(limits or {})},
+                       **sections)
     config = tmp_path / "ingest.toml"
     config.write_text(toml_text(raw))
     ingest = await ServiceProcess.start(config, "ingest")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.admission import LOG_EVERY_S, Admission
+from ingest.admission import LOG_EVERY_S, Admission, whole_alert_request
 from shared import logs, signature
 from shared.settings import SettingsError, parse_settings
 from tests.keys import gateway_hmac, gateway_rsa
@@ -25,6 +25,41 @@ def test_refusals_are_logged_once_a_second_with_their_count() -> None:
     admission = Admission(1)
     said = [admission.refusals_to_log(t) for t in (0.0, 0.1, 0.2, LOG_EVERY_S + 0.05)]
     assert said == [1, 0, 0, 3]
+
+
+BODY = b'{"general": {"project_id": "p"}}'
+
+
+def request(path: str = "/callbacks/highhelp", headers: str = "", body: bytes = BODY,
+            length: int | None = None, version: str = "HTTP/1.1") -> bytes:
+    length = len(body) if length is None else length
+    return (f"POST {path} {version}\r\nHost: ingest\r\nContent-Type: application/json\r\n"
+            f"{headers}Content-Length: {length}\r\n\r\n").encode() + body
+
+
+def test_a_whole_alert_request_is_recognised_by_its_route() -> None:
+    assert whole_alert_request(request()) == "callback"
+    assert whole_alert_request(request("/callbacks/highhelp/decline")) == "decline"
+    assert whole_alert_request(request().replace(b"Content-Length", b"content-LENGTH")) == (
+        "callback")
+
+
+@pytest.mark.parametrize("data", [
+    request()[:-1],  # the body not all here yet
+    request()[:40],  # the headers not all here yet
+    request() + request(),  # pipelined: aiohttp answers them in order
+    request(length=len(BODY) - 1),
+    request(headers="Content-Length: 3\r\n"),  # two lengths
+    request(headers="Transfer-Encoding: chunked\r\n"),
+    request(headers="Expect: 100-continue\r\n"),
+    request(headers="Connection: close\r\n"),
+    request(headers="X-HH-Callbacks-Probe: 1\r\n"),  # a probe is answered even when full
+    request(length=-1), request().replace(b"Content-Length: 32", b"Content-Length: 3 2"),
+    request("/callbacks/highhelp?x=1"), request("/healthz"), request(version="HTTP/1.0"),
+    request().replace(b"POST", b"GET"), b"", b"\r\n\r\n",
+])
+def test_anything_else_goes_the_long_way_through_aiohttp(data: bytes) -> None:
+    assert whole_alert_request(data) is None
 
 
 def test_a_bound_below_one_is_refused() -> None:
