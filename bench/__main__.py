@@ -158,7 +158,9 @@ class Bench:
             return overload.targets_file(requests, base_url, self.folder / f"{name}.targets")
 
         await self.fresh()
-        ingest = await Service.start("ingest", [], self.env, f"{base_url}/readyz", self.folder,
+        env = self.env if cwd is None else {
+            **self.env, "HH_CONFIG": str(overload.baseline_config(Path(self.env["HH_CONFIG"])))}
+        ingest = await Service.start("ingest", [], env, f"{base_url}/readyz", self.folder,
                                      cwd=cwd)
         pid = ingest.proc.pid
         try:

@@ -41,6 +41,18 @@ def baseline_code(folder: Path, rev: str = BASELINE_REV) -> Path | None:
     return target
 
 
+def baseline_config(config: Path) -> Path:
+    """The benchmark's config as the baseline reads it: without the settings added since
+    (it refuses a key it does not know), beside the original, whose key paths are relative."""
+    later = ("public_url",)
+    kept = [line for line in config.read_text().splitlines()
+            if line.split("=")[0].strip() not in later]
+    target = config.with_name(f"config-{BASELINE_REV}.toml")
+    target.write_text("\n".join(kept) + "\n")
+    target.chmod(0o600)
+    return target
+
+
 def rabbit_pid() -> int | None:
     found = subprocess.run(["pgrep", "-f", "beam.smp"], capture_output=True,  # noqa: S607
                            text=True, check=False).stdout.split()
