@@ -77,6 +77,7 @@ class _Guarded(asyncio.Protocol):
         self._counted = False
         self._deadline: asyncio.TimerHandle | None = None
         self._transport: asyncio.Transport | None = None
+        self._partial = False  # the last bytes given to aiohttp completed no request's headers
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport = cast(asyncio.Transport, transport)  # uvloop's is its own
@@ -108,14 +109,19 @@ class _Guarded(asyncio.Protocol):
                 return
         before = inner._request_count  # requests whose headers aiohttp has parsed
         inner.data_received(data)
-        if self._deadline is not None and inner._request_count > before:
+        # No request parsed from these bytes: aiohttp may hold part of one, which the next
+        # bytes continue, so they go to it too (a continuation looking like a whole alert).
+        self._partial = inner._request_count == before
+        if self._deadline is not None and not self._partial:
             self._headers_arrived()
 
     def _idle(self) -> bool:
         """Whether aiohttp has answered every request it parsed on this connection (waits for
-        the next, or has had none): a refusal written now comes after all their answers."""
+        the next, or has had none) and the connection is open: a refusal written now comes
+        after all their answers."""
         inner = self._inner
-        if inner._messages:
+        if (self._partial or inner._messages or self._transport is None
+                or self._transport.is_closing()):
             return False
         waiter = inner._waiter
         return inner._request_count == 0 or (waiter is not None and not waiter.done())
