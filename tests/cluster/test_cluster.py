@@ -30,7 +30,8 @@ import pytest
 
 from shared import mongo
 from shared.alert import idempotency_key
-from shared.settings import Settings
+from shared.broker import Broker
+from shared.settings import Settings, load_settings
 from shared.topology import DEAD_QUEUE, ORDERS_EXCHANGE, PROCESS_QUEUE
 from shared.wire import CALLBACK_PATHS
 from tests.conftest import toml_text, wait_until, write_config
@@ -208,6 +209,18 @@ def cluster_up() -> None:
     sh(str(ROOT / "deploy/cluster.sh"), "start")
 
 
+async def topology_declared(settings: Settings, tmp_path: Path, old_rsa_pem: bytes) -> None:
+    """The contract's queues, declared as the pipeline's processes declare them: a cluster
+    made afresh has none until a process connects."""
+    raw = write_config(tmp_path, old_rsa_pem, mongo={"database": settings.mongo.database},
+                       amqp={"urls": URLS}, poller={"enabled": False})
+    config = tmp_path / "declare.toml"
+    config.write_text(toml_text(raw))
+    broker = Broker.for_settings(load_settings(str(config)))
+    await broker.connect()
+    await broker.close()
+
+
 @asynccontextmanager
 async def pipeline(settings: Settings, tmp_path: Path, old_rsa_pem: bytes, first: int = 1
                    ) -> AsyncIterator[Pipeline]:
@@ -316,6 +329,7 @@ async def run_with_fault(p: Pipeline, prefix: str, orders: int,
 async def test_the_leader_killed_mid_stream_then_restarted(
     cluster_up: None, settings: Settings, tmp_path: Path, old_rsa_pem: bytes,
 ) -> None:
+    await topology_declared(settings, tmp_path, old_rsa_pem)
     queue = next(q for q in await quorum_queues(1) if q["name"] == PROCESS_QUEUE)
     leader = node_of(queue["leader"])
     # The hardest case: the ingest and the workers are on the node that is lost.
