@@ -13,11 +13,15 @@ from shared.wire import CALLBACK_PATHS, PROBE_HEADER
 RETRY_AFTER_S = 1  # the Retry-After of a refusal: a retry storm is spread, not repeated at once
 UNAVAILABLE = b'{"status": "unavailable"}'  # the body of every 503 the ingest answers
 LOG_EVERY_S = 1.0  # refusals are logged as one line a second at most, with their count
-# A refusal written to the connection by hand (ingest.slow), before aiohttp parses the
-# request: the connection is kept, as aiohttp's own 503 keeps it.
-REFUSED_KEEP_ALIVE = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                      b"Retry-After: %d\r\nContent-Length: %d\r\n\r\n%s"
-                      % (RETRY_AFTER_S, len(UNAVAILABLE), UNAVAILABLE))
+# The refusals written to a connection by hand (ingest.slow), before aiohttp sees a request:
+# an alert's, on a connection kept as aiohttp's own 503 keeps it, and a surplus connection's,
+# closed at once.
+_REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            b"Retry-After: %d\r\n%%sContent-Length: %d\r\n\r\n%s"
+            % (RETRY_AFTER_S, len(UNAVAILABLE), UNAVAILABLE))
+REFUSED_KEEP_ALIVE = _REFUSAL % b""
+REFUSED_CLOSE = _REFUSAL % b"Connection: close\r\n"
+_MAX_LENGTH_DIGITS = 9  # more is past any body limit (and int() refuses over 4,300 digits)
 _REQUEST_LINES = {b"POST %s HTTP/1.1" % path.encode(): route
                   for route, path in CALLBACK_PATHS.items()}
 # Headers whose presence sends a request the long way, through aiohttp: a chunked body,
@@ -72,6 +76,7 @@ def whole_alert_request(data: bytes) -> str | None:
     if at < 0 or head.find(_LENGTH, at + 1) >= 0 or any(h in head for h in _LONG_WAY):
         return None
     value = head[at + len(_LENGTH):head.index(b"\r\n", at + 2)].strip()
-    if not value.isdigit() or head_end + 4 + int(value) != len(data):
+    if (not value.isdigit() or len(value) > _MAX_LENGTH_DIGITS
+            or head_end + 4 + int(value) != len(data)):
         return None
     return route

@@ -23,13 +23,7 @@ import structlog
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from ingest.admission import (
-    REFUSED_KEEP_ALIVE,
-    RETRY_AFTER_S,
-    UNAVAILABLE,
-    Admission,
-    whole_alert_request,
-)
+from ingest.admission import REFUSED_CLOSE, REFUSED_KEEP_ALIVE, Admission, whole_alert_request
 from ingest.app import ADMISSION, METRICS, SETTINGS, count_overloaded
 
 log = structlog.get_logger("ingest")
@@ -38,10 +32,6 @@ log = structlog.get_logger("ingest")
 # retried by the sender a second later, then three, and the ingest sits idle meanwhile.
 # The kernel caps it at net.core.somaxconn (4096 on current kernels).
 LISTEN_BACKLOG = 4096
-# Written before aiohttp sees the connection: the whole answer by hand, from the one 503 body.
-REFUSED = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-           b"Retry-After: %d\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
-           % (RETRY_AFTER_S, len(UNAVAILABLE), UNAVAILABLE))
 
 
 class ConnectionGuard:
@@ -82,7 +72,7 @@ class _Guarded(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport = cast(asyncio.Transport, transport)  # uvloop's is its own
         if self._guard.open >= self._guard.max_connections:
-            transport.write(REFUSED)
+            transport.write(REFUSED_CLOSE)
             transport.close()
             self._guard.cut("too_many_connections")
             return
