@@ -95,21 +95,17 @@ class _Guarded(asyncio.Protocol):
         if self._held is not None:  # bytes before these wait for the next loop turn
             self._held += data
             return
-        if self._guard.admission.full():
-            if self._idle():
-                route = whole_alert_request(data)
-                if route is not None:
-                    self._refuse(route)
-                    return
-            elif self._between_requests():
-                # aiohttp has written its last answer, but its loop over the connection's
-                # requests resumes only on the next turn (uvloop reads sockets before it runs
-                # what is ready): the sender's next request often lands in between. Held for
-                # that turn, it is refused here like any other, not parsed by aiohttp first
-                # (a fifth of the refusals under a retry storm, at ten times the cost).
-                self._held = bytearray(data)
-                asyncio.get_running_loop().call_soon(self._after_turn)
-                return
+        if self._refused_early(data):
+            return
+        if self._guard.admission.full() and self._between_requests():
+            # aiohttp has written its last answer, but its loop over the connection's
+            # requests resumes only on the next turn (uvloop reads sockets before it runs
+            # what is ready): the sender's next request often lands in between. Held for
+            # that turn, it is refused here like any other, not parsed by aiohttp first
+            # (a fifth of the refusals under a retry storm, at ten times the cost).
+            self._held = bytearray(data)
+            asyncio.get_running_loop().call_soon(self._after_turn)
+            return
         self._feed(data)
 
     def _feed(self, data: bytes) -> None:
@@ -122,16 +118,20 @@ class _Guarded(asyncio.Protocol):
         if self._deadline is not None and not self._partial:
             self._headers_arrived()
 
+    def _refused_early(self, data: bytes) -> bool:
+        """Every place taken and an alert arriving whole on an idle connection: refused here."""
+        if not (self._guard.admission.full() and self._idle()):
+            return False
+        route = whole_alert_request(data)
+        if route is None:
+            return False
+        self._refuse(route)
+        return True
+
     def _after_turn(self) -> None:
         data, self._held = self._held, None
-        if data is None:  # the connection was lost or ended meanwhile
-            return
-        if self._guard.admission.full() and self._idle():
-            route = whole_alert_request(bytes(data))
-            if route is not None:
-                self._refuse(route)
-                return
-        self._feed(bytes(data))
+        if data is not None and not self._refused_early(bytes(data)):  # None: lost meanwhile
+            self._feed(bytes(data))
 
     def _idle(self) -> bool:
         """Whether aiohttp has answered every request it parsed on this connection (waits for
@@ -170,9 +170,7 @@ class _Guarded(asyncio.Protocol):
 
     def eof_received(self) -> None:
         if self._counted:
-            if self._held is not None:  # the bytes before the end, in their order
-                data, self._held = self._held, None
-                self._feed(bytes(data))
+            self._after_turn()  # bytes held, before the end: in their order
             self._inner.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -124,6 +124,27 @@ async def test_a_request_read_just_after_the_last_answer_is_refused_without_aioh
     writer.close()
 
 
+async def test_bytes_held_for_the_turn_reach_aiohttp_before_the_senders_end(
+        server: Server) -> None:
+    """The sender's end (EOF) arrives right behind the held bytes: they are not lost, and
+    aiohttp reads them before the end."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    loop = asyncio.get_running_loop()
+
+    def request_then_end() -> None:
+        server.admission.in_flight = 1
+        guarded = server.protocols[0]
+        guarded.data_received(alert_request("second"))
+        guarded.eof_received()
+
+    server.after_answer = lambda: loop.call_soon(request_then_end)
+    writer.write(alert_request("first"))
+    assert body_of(await read_answer(reader)) == b'{"tag": "first"}'
+    assert body_of(await asyncio.wait_for(read_answer(reader), 5)) == b'{"tag": "second"}'
+    assert server.refused == []
+    writer.close()
+
+
 @pytest.mark.skipif(sys.version_info >= (3, 12),
                     reason="aiohttp starts a request's task eagerly on 3.12+: no such instant")
 async def test_a_request_read_before_the_previous_ones_handling_starts_waits_its_turn(
