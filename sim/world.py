@@ -204,6 +204,9 @@ class World:
         # A maintenance that crashes is followed by the next period's: here, one that does not.
         self.crashes_left = self.faults_left = 0
         interval = self.settings.worker.maintenance_interval_s
+        # The relay leaves events younger than its grace to their writers: the last write
+        # must be older than that when it runs (as the next period's relay would see it).
+        await asyncio.sleep(self.settings.worker.relay_grace_s)
         await asyncio.sleep(interval - time.time() % interval + 1)  # the next period's
         self.maintain()
         await self.drive()

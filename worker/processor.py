@@ -90,9 +90,7 @@ class Processor:
             route=envelope.route, correlation_id=envelope.correlation_id, key_id=envelope.key_id,
         ):
             async with self.locks(obs.order_id):
-                if await self.store.inbox.find(alert.idempotency_key) is not None:
-                    log.info("alert_processed", outcome=ALREADY_DONE)
-                    self.metrics.alerts.labels(ALREADY_DONE).inc()
+                if await self._already_done(obs, again):
                     return ALREADY_DONE
                 recorded = await self.record(obs)
                 await self.finish(obs, recorded)
@@ -110,6 +108,19 @@ class Processor:
                     inbox_record(alert, envelope, verdict.value, time.time()))
         self.metrics.alerts.labels(verdict.value).inc()
         return verdict.value
+
+    async def _already_done(self, obs: Observation, again: bool) -> bool:
+        """Whether the alert's inbox record is there: it was processed, by us or by another
+        copy of it. `again`: an earlier try of ours may have failed between its view write and
+        the re-reads that make the view converge, while the copy that wrote the record (judged
+        stale, say) left the view alone; rebuild it, or the older view stands for good."""
+        if await self.store.inbox.find(obs.alert.idempotency_key) is None:
+            return False
+        if again:
+            await self.store.views.refresh(obs.order_id)
+        log.info("alert_processed", outcome=ALREADY_DONE)
+        self.metrics.alerts.labels(ALREADY_DONE).inc()
+        return True
 
     async def _after_alert(self, obs: Observation, recorded: Recorded) -> Verdict:
         """An alert's own follow-up: the first stale check of the step it made. Returns the
