@@ -101,8 +101,10 @@ def _overload(r: dict[str, Any]) -> list[str]:
         "## Ingest past its capacity",
         "",
         "vegeta (pinned, `deploy/tools.sh vegeta`) sends distinct pre-signed HMAC alerts: a "
-        "closed loop of 32 connections for the maximum, then open-loop arrival rates at shares "
-        "of it (latency counted by vegeta from each request's due time). CPU is the ingest "
+        "closed loop of 32 connections for the maximum (today's ingest with its bound fixed: "
+        "one that follows latency would refuse part of a closed loop, whose connections send "
+        "again at once), then open-loop arrival rates at shares of it, against the ingest as "
+        "configured (latency counted by vegeta from each request's due time). CPU is the ingest "
         "process's own (/proc), beside the load generator's and RabbitMQ's on the same cores. "
         "`before` is the ingest at the commit before admission control and the CPU work "
         "(issue 18), measured in the same run.",

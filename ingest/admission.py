@@ -1,12 +1,29 @@
-"""Admission control: a bound on the alerts being answered at once.
+"""Admission control: a bound on the alerts being answered at once, which follows their
+latency.
 
 Past its capacity a server that queues every request answers all of them late, and then,
 once the wait passes the publish timeout, nearly all of them 503: its goodput collapses just
 when HighHelp's retries arrive together. One that refuses the excess at once, before reading
 the body, keeps answering what it took at full speed (the SRE book's "Handling Overload").
+
+How many alerts in flight the process can carry quickly depends on its CPU and on the broker,
+so no fixed number fits every machine: past the number its throughput needs, each alert more
+in flight only waits longer (Little's law), on this loop or at the broker. So the bound moves
+every 0.1 s, in an interval where it was reached (below its capacity the ingest keeps the
+bound its last burst found):
+- cut at once in proportion when the event loop lags past the target: an alert admitted is
+  work run before the refusals waiting to be read, so a lagging loop answers those late;
+- cut by a fifth once a queue has stood for half a second, as CoDel finds one: even the
+  quickest alert answered in each interval took longer than the target (a confirm stall of
+  the broker, a few hundred ms now and then, passes before that);
+- grown by a quarter otherwise.
+Netflix's concurrency-limits and Envoy's adaptive concurrency are of this kind.
 """
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
 
 from shared.wire import CALLBACK_PATHS, PROBE_HEADER
 
@@ -31,12 +48,51 @@ _LONG_WAY = (b"\r\ntransfer-encoding:", b"\r\nexpect:", b"\r\nconnection:",
 _LENGTH = b"\r\ncontent-length:"
 
 
-class Admission:
-    """At most `limit` alerts in flight. Single-threaded (one event loop): a plain counter."""
+MIN_LIMIT = 8  # the bound is never cut below this (nor above the ceiling, if that is less)
+START_LIMIT = 100  # where the bound starts (or the ceiling, if that is less)
+INTERVAL_S = 0.1  # how often the bound moves, on what the interval's alerts took (CoDel's)
+# How many intervals in a row a queue must stand before the bound is cut: the broker's
+# confirms stall now and then for a few hundred ms (its disk), a burst that passes.
+STANDING = 5
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
+
+def next_limit(limit: int, *, reached: bool, lag_s: float, stood: int, target_s: float,
+               floor: int, ceiling: int) -> int:
+    """The bound for the next interval, if it was reached in this one (else it is kept, so
+    that an ingest below its capacity keeps the bound its last burst found).
+
+    - The loop lagged past the target (`lag_s`): this process has more work than it runs in
+      time, refusals included, so the bound is cut in proportion, at most by half.
+    - A queue has stood for STANDING intervals (`stood`: the intervals in a row in which even
+      the quickest alert answered took longer than the target): cut by a fifth.
+    - No queue stands: grown by a quarter (1.25 x 0.8 = 1: under a steady overload it hovers
+      around the knee), also when no alert was answered (the broker confirms nothing for now,
+      and the alerts waiting on it cost this process nothing)."""
+    if not reached:
+        return limit
+    if lag_s > target_s:
+        return max(floor, int(limit * max(0.5, target_s / lag_s)))
+    if stood >= STANDING:
+        return max(floor, limit - max(1, limit // 5))
+    if stood:
+        return limit
+    return min(ceiling, limit + max(1, limit // 4))
+
+
+class Admission:
+    """At most `limit` alerts in flight, moved each interval between a floor and `ceiling`
+    (fixed at the ceiling when `target_s` is 0). Single-threaded (one event loop): plain
+    counters."""
+
+    def __init__(self, ceiling: int, target_s: float = 0.0) -> None:
+        self.ceiling = ceiling
+        self.floor = min(MIN_LIMIT, ceiling)
+        self.target_s = target_s
+        self.limit = min(START_LIMIT, ceiling) if target_s else ceiling
         self.in_flight = 0
+        self._reached = False  # the bound was reached in this interval
+        self._quickest: float | None = None  # the quickest alert answered in it
+        self._stood = 0  # intervals in a row whose quickest alert took longer than the target
         self._unlogged = 0
         self._logged_at = float("-inf")
 
@@ -47,11 +103,42 @@ class Admission:
         self.in_flight += 1
         return True
 
-    def leave(self) -> None:
+    def leave(self, took_s: float | None = None) -> None:
+        """Give the place back; `took_s`: how long an accepted alert took, entry to answer."""
         self.in_flight -= 1
+        if took_s is not None and (self._quickest is None or took_s < self._quickest):
+            self._quickest = took_s
 
     def full(self) -> bool:
-        return self.in_flight >= self.limit
+        if self.in_flight >= self.limit:
+            self._reached = True
+            return True
+        return False
+
+    def next_interval(self, lag_s: float = 0.0) -> None:
+        """Move the bound on the interval that ends (`lag_s`: how late the loop ran its end),
+        and start the next."""
+        quickest = self._quickest
+        if quickest is not None:
+            self._stood = self._stood + 1 if quickest > self.target_s else 0
+        if self.target_s:
+            self.limit = next_limit(self.limit, reached=self._reached, lag_s=lag_s,
+                                    stood=self._stood, target_s=self.target_s,
+                                    floor=self.floor, ceiling=self.ceiling)
+        self._reached, self._quickest = False, None
+
+    async def run(self, loop_lag: Callable[[float], None] = lambda _lag: None,
+                  interval_s: float = INTERVAL_S) -> None:
+        """Move the bound every interval for as long as the task runs, and report the event
+        loop's lag on the way: how late the interval's timer fired is how long the loop's
+        other work kept it waiting (a CPU-bound ingest lags; one waiting on the broker not)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + interval_s
+            await asyncio.sleep(interval_s)
+            lag = max(0.0, loop.time() - due)
+            loop_lag(lag)
+            self.next_interval(lag)
 
     def refusals_to_log(self, now: float) -> int:
         """Count one refusal; the refusals not logged yet when a line is due, else 0."""

@@ -48,8 +48,13 @@ class IngestMetrics:
             "hh_ingest_in_flight", "Alert requests being answered", registry=self.registry
         )
         self.max_in_flight = Gauge(
-            "hh_ingest_max_in_flight", "The bound on alerts in flight (ingest.max_in_flight)",
-            registry=self.registry,
+            "hh_ingest_max_in_flight", "The bound on alerts in flight now: it follows the "
+            "event loop's lag, up to ingest.max_in_flight", registry=self.registry,
+        )
+        self.loop_lag = Histogram(
+            "hh_ingest_loop_lag_seconds", "How late the event loop ran a timer, read every "
+            "0.1 s: its work queued behind other work", registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0),
         )
         self.connections_cut = Counter(
             "hh_ingest_connections_cut", "Connections closed before a request was read: "
@@ -229,12 +234,17 @@ def alert_handler(route: str) -> Callable[[web.Request], Awaitable[web.Response]
         if not admission.enter():  # before the body is read: a refusal costs next to nothing
             return _overloaded(metrics, admission, route)
         started = time.perf_counter()
+        published = False
         try:
             correlation_id = os.urandom(16).hex()  # as random as uuid4, at a third of its cost
-            return await _answer_alert(request, route, correlation_id)
+            answer = await _answer_alert(request, route, correlation_id)
+            published = answer.status == 200
+            return answer
         finally:
-            admission.leave()
-            metrics.request_seconds_by_route[route].observe(time.perf_counter() - started)
+            took = time.perf_counter() - started
+            # Only a published alert's time tells the bound of a queue: a rejection is quick.
+            admission.leave(took if published else None)
+            metrics.request_seconds_by_route[route].observe(took)
 
     return handler
 
@@ -277,6 +287,13 @@ async def _broker_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[BROKER].close()
 
 
+async def _admission_ctx(app: web.Application) -> AsyncIterator[None]:
+    following = asyncio.create_task(app[ADMISSION].run(app[METRICS].loop_lag.observe))
+    yield
+    following.cancel()
+    await asyncio.gather(following, return_exceptions=True)
+
+
 async def _watch_queues(watch: QueueWatch, connecting: asyncio.Task[None]) -> None:
     """The queues' gauges, once connected: the ingest exports the work queue's depth and
     consumers too, so that an alert still fires when no worker runs at all."""
@@ -293,9 +310,10 @@ def create_app(settings: Settings) -> web.Application:
     app[LIFECYCLE] = Lifecycle()
     app[METRICS] = IngestMetrics()
     app[KEYS] = KeyRing(settings.projects, settings.config_file)
-    app[ADMISSION] = admission = Admission(settings.ingest.max_in_flight)
+    app[ADMISSION] = admission = Admission(settings.ingest.max_in_flight,
+                                           settings.ingest.latency_target_s)
     app[METRICS].in_flight.set_function(lambda: admission.in_flight)
-    app[METRICS].max_in_flight.set(admission.limit)
+    app[METRICS].max_in_flight.set_function(lambda: admission.limit)
     app[SOURCES] = SourcePolicy.parse(settings.ingest.allowed_networks,
                                       settings.ingest.trusted_proxies)
     app[BROKER] = Broker.for_settings(settings)
@@ -303,6 +321,7 @@ def create_app(settings: Settings) -> web.Application:
                             settings.amqp.queue_watch_interval_s)
     export_broker_node(app[METRICS].registry, app[BROKER])
     app.cleanup_ctx.append(_broker_ctx)
+    app.cleanup_ctx.append(_admission_ctx)
     for route, path in CALLBACK_PATHS.items():
         app.router.add_post(path, alert_handler(route))
     app.router.add_get("/healthz", healthz)

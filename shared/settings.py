@@ -70,8 +70,13 @@ class IngestSettings:
     drain_s: float = 0.0
     # Alerts being answered at once; past it an alert is refused at once (503, Retry-After)
     # rather than queued behind the others until the publish timeout ("Past its capacity" in
-    # docs/how-to/production.md). About its alerts/s times the latency it may add: 1,000 x 0.1.
-    max_in_flight: int = 100
+    # docs/how-to/production.md). The bound follows the alerts' latency (ingest.admission):
+    # cut while even the quickest alert of a 0.1 s interval takes longer than
+    # latency_target_s, grown while it does not, never past max_in_flight: about the alerts/s
+    # it may take times the longest confirm stall it should ride out (5,000 x 0.1).
+    # latency_target_s = 0: the bound is max_in_flight, fixed.
+    max_in_flight: int = 500
+    latency_target_s: float = 0.02
     # The ingest's public address as HighHelp reaches it (https://pay.example.com): the three
     # callback URLs are this and CALLBACK_PATHS; `hh-admin doctor` probes them.
     public_url: str = ""
@@ -85,6 +90,8 @@ class IngestSettings:
     def __post_init__(self) -> None:
         if self.max_in_flight < 1:
             raise SettingsError("[ingest] max_in_flight: expected at least 1")
+        if self.latency_target_s < 0:
+            raise SettingsError("[ingest] latency_target_s: expected 0 (a fixed bound) or more")
         if self.max_connections < 1:
             raise SettingsError("[ingest] max_connections: expected at least 1")
 
@@ -209,6 +216,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str, Callable[[str], Any]]] = {
     "HH_INGEST_PORT": ("ingest", "port", int),
     "HH_INGEST_DRAIN_S": ("ingest", "drain_s", float),
     "HH_INGEST_MAX_IN_FLIGHT": ("ingest", "max_in_flight", int),
+    "HH_INGEST_LATENCY_TARGET_S": ("ingest", "latency_target_s", float),
     "HH_INGEST_PUBLIC_URL": ("ingest", "public_url", str),
     "HH_INGEST_MAX_CONNECTIONS": ("ingest", "max_connections", int),
     "HH_WORKER_HOST": ("worker", "host", str),

@@ -96,6 +96,54 @@ async def test_alerts_past_the_bound_are_refused_at_once_and_never_published(
     assert published == sorted([f"held-{n}" for n in range(BOUND)] + ["after"])
 
 
+async def test_a_confirm_stall_is_ridden_out_past_the_starting_bound(
+    make_settings: Callable[..., Settings], services: None,
+    amqp: aio_pika.abc.AbstractChannel,
+) -> None:
+    """The bound follows latency (ingest.admission): while the broker holds every confirm back
+    and the loop keeps time, the alerts waiting cost the process nothing, so once its bound is
+    reached it takes more, up to the ceiling; what it refused meanwhile is never published."""
+    settings = make_settings(ingest={"max_in_flight": 500}, amqp={"publish_timeout_s": 60.0})
+    app = create_app(settings)
+    admission = app[ADMISSION]
+    start = admission.limit
+    assert admission.target_s > 0 and start < admission.ceiling
+    client: TestClient[Any, Any] = TestClient(TestServer(app),
+                                              connector=aiohttp.TCPConnector(limit=0))
+    await client.start_server()
+
+    async def hmac_post(payment_id: str) -> int:
+        body = alert_body(payment_id=payment_id)
+        async with client.post(PATH, data=body, headers=signed_headers(body, gateway_hmac())
+                               ) as response:
+            return response.status
+
+    try:
+        await wait_until(lambda: _ready(app[BROKER].ready), 20, "ingest connected")
+        await take_queued(amqp)
+        await memory_alarm(True)
+        try:
+            taken = [asyncio.create_task(hmac_post(f"held-{n}")) for n in range(start)]
+
+            async def places_taken(count: int) -> bool:
+                return admission.in_flight == count
+
+            await wait_until(lambda: places_taken(start), 20, "the starting bound filled")
+            assert await hmac_post("refused") == 503  # the bound reached
+            await wait_until(lambda: _ready(admission.limit > start), 20, "the bound to grow")
+            taken.append(asyncio.create_task(hmac_post("past-the-start")))
+            await wait_until(lambda: places_taken(start + 1), 20, "one more taken")
+            assert not any(task.done() for task in taken)
+        finally:
+            await memory_alarm(False)
+        assert await asyncio.gather(*taken) == [200] * (start + 1)
+        published = {json.loads(json.loads(b)["body"])["general"]["payment_id"]
+                     for b in await take_queued(amqp)}
+        assert published == {f"held-{n}" for n in range(start)} | {"past-the-start"}
+    finally:
+        await client.close()
+
+
 async def test_a_publish_that_fails_gives_its_place_back(
     make_settings: Callable[..., Settings], services: None,
     amqp: aio_pika.abc.AbstractChannel,

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from ingest.admission import LOG_EVERY_S, Admission, whole_alert_request
+from ingest.admission import (
+    LOG_EVERY_S,
+    MIN_LIMIT,
+    STANDING,
+    START_LIMIT,
+    Admission,
+    next_limit,
+    whole_alert_request,
+)
 from shared import logs, signature
 from shared.settings import SettingsError, parse_settings
 from tests.keys import gateway_hmac, gateway_rsa
@@ -19,6 +27,118 @@ def test_admission_takes_places_up_to_its_bound_and_frees_them() -> None:
     admission.leave()
     assert admission.enter() is True
     assert admission.in_flight == 2
+
+
+def test_a_fixed_bound_stays_where_it_was_set() -> None:
+    admission = Admission(3)  # no latency target: the ceiling, fixed
+    for lag in (0.0, 1.0):
+        admission.full()
+        admission.next_interval(lag)
+    assert admission.limit == 3
+
+
+def bound(limit: int = 100, *, reached: bool = True, lag_s: float = 0.0, stood: int = 0,
+          floor: int = 8, ceiling: int = 500) -> int:
+    return next_limit(limit, reached=reached, lag_s=lag_s, stood=stood, target_s=0.02,
+                      floor=floor, ceiling=ceiling)
+
+
+def test_a_bound_not_reached_is_kept_whatever_the_latency() -> None:
+    assert bound(reached=False, lag_s=1.0, stood=STANDING) == 100
+    assert bound(reached=False) == 100
+
+
+def test_a_reached_bound_grows_while_no_queue_stands_up_to_the_ceiling() -> None:
+    assert bound(100) == 125
+    assert bound(9) == 11
+    assert bound(480, ceiling=500) == 500
+
+
+def test_a_lagging_loop_cuts_the_bound_in_proportion_at_most_by_half() -> None:
+    assert bound(100, lag_s=0.025) == 80  # 20 ms of target in 25 ms of lag
+    assert bound(100, lag_s=1.0) == 50
+    assert bound(10, lag_s=1.0) == 8  # never below the floor
+
+
+def test_a_queue_cuts_the_bound_only_once_it_has_stood() -> None:
+    assert [bound(100, stood=n) for n in range(1, STANDING)] == [100] * (STANDING - 1)
+    assert bound(100, stood=STANDING) == 80
+    assert bound(9, stood=STANDING + 3) == 8
+
+
+def answered(admission: Admission, took_s: float) -> None:
+    assert admission.enter()
+    admission.leave(took_s)
+
+
+def test_the_bound_follows_the_quickest_alert_of_each_interval() -> None:
+    admission = Admission(500, target_s=0.02)
+    assert admission.limit == START_LIMIT
+    # Every place taken, and even the quickest alert slow: a queue stands. The bound holds
+    # for STANDING - 1 intervals (a broker's stall passes), then is cut.
+    limits = []
+    for _ in range(STANDING + 1):
+        answered(admission, 0.5)
+        admission.in_flight = admission.limit
+        assert not admission.enter()
+        admission.in_flight = 0
+        admission.next_interval()
+        limits.append(admission.limit)
+    assert limits == [START_LIMIT] * (STANDING - 1) + [80, 64]
+    # One quick alert among slow ones: no queue stands; the bound, reached, grows again.
+    answered(admission, 0.5)
+    answered(admission, 0.001)
+    admission.in_flight = admission.limit
+    admission.full()
+    admission.in_flight = 0
+    admission.next_interval()
+    assert admission.limit == 80
+
+
+def test_rejected_alerts_and_intervals_without_answers_tell_no_queue() -> None:
+    admission = Admission(500, target_s=0.02)
+    for _ in range(STANDING):
+        answered(admission, 0.5)
+        admission.next_interval()  # not reached: kept, but the queue is counted
+    assert admission.enter()
+    admission.leave()  # a rejection (401, 413, ...): no time given, none counted
+    admission.in_flight = admission.limit
+    admission.full()
+    admission.next_interval()  # nothing answered: the queue still counts as standing
+    assert admission.limit == 80
+    admission.full()
+    admission.in_flight = 0
+    admission.next_interval()
+    assert admission.limit == 64
+
+
+def test_a_confirm_stall_grows_the_bound_while_the_loop_keeps_time() -> None:
+    """No alert answered (the broker confirms nothing), every place taken, the loop on time:
+    the alerts waiting cost the process nothing, so it takes more."""
+    admission = Admission(500, target_s=0.02)
+    limits = []
+    for _ in range(3):
+        admission.in_flight = admission.limit
+        admission.full()
+        admission.next_interval(lag_s=0.001)
+        limits.append(admission.limit)
+    assert limits == [125, 156, 195]
+    admission.next_interval(lag_s=0.08)  # not reached this interval: kept
+    assert admission.limit == 195
+    admission.in_flight = admission.limit
+    admission.full()
+    admission.next_interval(lag_s=0.08)  # the loop lags: the process has more than it runs
+    assert admission.limit == 97
+
+
+def test_the_floor_is_never_above_the_ceiling() -> None:
+    admission = Admission(3, target_s=0.02)
+    assert (admission.limit, admission.floor) == (3, 3)
+    admission.in_flight = 3
+    admission.full()
+    admission.next_interval(lag_s=1.0)
+    assert admission.limit == 3
+    assert Admission(500, target_s=0.02).floor == MIN_LIMIT
 
 
 def test_refusals_are_logged_once_a_second_with_their_count() -> None:
@@ -66,6 +186,8 @@ def test_anything_else_goes_the_long_way_through_aiohttp(data: bytes) -> None:
 def test_a_bound_below_one_is_refused() -> None:
     with pytest.raises(SettingsError, match="max_in_flight"):
         parse_settings({"ingest": {"max_in_flight": 0}}, Path("."), env={})
+    with pytest.raises(SettingsError, match="latency_target_s"):
+        parse_settings({"ingest": {"latency_target_s": -1}}, Path("."), env={})
 
 
 @pytest.mark.parametrize("kind", ["hmac", "rsa"])
