@@ -48,8 +48,9 @@ class IngestMetrics:
             "hh_ingest_in_flight", "Alert requests being answered", registry=self.registry
         )
         self.max_in_flight = Gauge(
-            "hh_ingest_max_in_flight", "The bound on alerts in flight now: it follows the "
-            "event loop's lag, up to ingest.max_in_flight", registry=self.registry,
+            "hh_ingest_max_in_flight", "The bound on alerts in flight now: it follows their "
+            "latency and the event loop's lag, up to ingest.max_in_flight",
+            registry=self.registry,
         )
         self.loop_lag = Histogram(
             "hh_ingest_loop_lag_seconds", "How late the event loop ran a timer, read every "
