@@ -182,7 +182,8 @@ async def store_orders(settings: Settings, count: int, batch: int = 2000) -> flo
     client: Any = mongo.client(settings.mongo)
     c = mongo.Collections.of(client[settings.mongo.database])
     now = datetime.now(UTC)
-    existing = await c.orders.estimated_document_count()
+    with pymongo.timeout(batch_timeout_s(0)):  # the first command also connects
+        existing = await c.orders.estimated_document_count()
     started = time.perf_counter()
     for first in range(existing, count, batch):
         ids = [f"grown-{n}" for n in range(first, min(count, first + batch))]
