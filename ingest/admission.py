@@ -127,8 +127,8 @@ class Admission:
                                     floor=self.floor, ceiling=self.ceiling)
         self._reached, self._quickest = False, None
 
-    async def run(self, loop_lag: Callable[[float], None] = lambda _lag: None,
-                  interval_s: float = INTERVAL_S) -> None:
+    async def run(self, loop_lag: Callable[[float], None], interval_s: float = INTERVAL_S
+                  ) -> None:
         """Move the bound every interval for as long as the task runs, and report the event
         loop's lag on the way: how late the interval's timer fired is how long the loop's
         other work kept it waiting (a CPU-bound ingest lags; one waiting on the broker not)."""

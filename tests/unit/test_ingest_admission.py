@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -129,6 +131,39 @@ def test_a_confirm_stall_grows_the_bound_while_the_loop_keeps_time() -> None:
     admission.full()
     admission.next_interval(lag_s=0.08)  # the loop lags: the process has more than it runs
     assert admission.limit == 97
+
+
+def work_for(seconds: float) -> None:
+    """Keep the CPU, and so the event loop, busy."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+async def test_a_loop_kept_busy_reports_its_lag_and_cuts_the_bound() -> None:
+    """The task that moves the bound reads the loop's lag from its own timer: a loop held for
+    0.1 s (the work the bound is there to keep short) fires it late, and the bound, reached,
+    is halved."""
+    admission = Admission(500, target_s=0.02)
+    lags: list[float] = []
+    lagged = asyncio.Event()
+
+    def observe(lag_s: float) -> None:
+        lags.append(lag_s)
+        if lag_s > 0.05:
+            lagged.set()
+
+    moving = asyncio.create_task(admission.run(observe, interval_s=0.01))
+    try:
+        admission.in_flight = admission.limit
+        assert admission.full()
+        await asyncio.sleep(0)  # the task takes its first timer
+        work_for(0.1)  # the stimulus, not a wait: the loop held by work
+        await asyncio.wait_for(lagged.wait(), 5)
+    finally:
+        moving.cancel()
+    assert lags[-1] > 0.05
+    assert admission.limit == START_LIMIT // 2
 
 
 def test_the_floor_is_never_above_the_ceiling() -> None:
