@@ -160,17 +160,25 @@ class Bench:
         await self.fresh()
         env = self.env if cwd is None else {
             **self.env, "HH_CONFIG": str(overload.baseline_config(Path(self.env["HH_CONFIG"])))}
+
+        async def warm_ingest(env: dict[str, str]) -> Service:
+            ingest = await Service.start("ingest", [], env, f"{base_url}/readyz", self.folder,
+                                         cwd=cwd)
+            try:
+                overload.attack(vegeta, targets("overload-warm", 2000), ingest.proc.pid,
+                                rate=None, seconds=2)
+            except BaseException:
+                ingest.stop()
+                raise
+            await self.fresh()
+            return ingest
+
         # The maximum is what the ingest takes when it refuses nothing: its bound fixed at the
         # ceiling (32 connections stay under it). A bound that follows latency would refuse
         # part of the closed loop, whose connections send again at once, and the loop would
         # measure a storm of refusals instead. The open loops run the ingest as configured.
-        ready = f"{base_url}/readyz"
-        ingest = await Service.start("ingest", [], {**env, **overload.FIXED_BOUND}, ready,
-                                     self.folder, cwd=cwd)
+        ingest = await warm_ingest({**env, **overload.FIXED_BOUND})
         try:
-            overload.attack(vegeta, targets("overload-warm", 2000), ingest.proc.pid, rate=None,
-                            seconds=2)
-            await self.fresh()
             closed = overload.attack(vegeta, targets("overload-max", self.args.overload_targets),
                                      ingest.proc.pid, rate=None, seconds=seconds
                                      ).row("closed loop", None)
@@ -180,10 +188,9 @@ class Bench:
         self._overload_row(variant, closed)
         maximum = closed["goodput_rps"]
         self.results[f"overload_{variant}_max_rps"] = maximum
-        ingest = await Service.start("ingest", [], env, ready, self.folder, cwd=cwd)
+        ingest = await warm_ingest(env)
         pid = ingest.proc.pid
         try:
-            overload.attack(vegeta, targets("overload-warm", 2000), pid, rate=None, seconds=2)
             for share in overload.SHARES:
                 await self.fresh()
                 rate = maximum * share

@@ -27,9 +27,6 @@ BASELINE_REV = "dea6efc"
 # The closed loop's ingest: its bound on alerts in flight fixed at the ceiling (the baseline
 # ignores the variable: it has a fixed bound, or none).
 FIXED_BOUND = {"HH_INGEST_LATENCY_TARGET_S": "0"}
-# The closed loop's ingest: its bound on alerts in flight fixed at the ceiling (the baseline
-# ignores the variable: it has a fixed bound, or none).
-FIXED_BOUND = {"HH_INGEST_LATENCY_TARGET_S": "0"}
 
 
 def baseline_code(folder: Path, rev: str = BASELINE_REV) -> Path | None:

@@ -70,11 +70,11 @@ class IngestSettings:
     drain_s: float = 0.0
     # Alerts being answered at once; past it an alert is refused at once (503, Retry-After)
     # rather than queued behind the others until the publish timeout ("Past its capacity" in
-    # docs/how-to/production.md). The bound follows the alerts' latency (ingest.admission):
-    # cut while even the quickest alert of a 0.1 s interval takes longer than
-    # latency_target_s, grown while it does not, never past max_in_flight: about the alerts/s
-    # it may take times the longest confirm stall it should ride out (5,000 x 0.1).
-    # latency_target_s = 0: the bound is max_in_flight, fixed.
+    # docs/how-to/production.md). The bound follows latency (ingest.admission): cut while
+    # the event loop lags past latency_target_s or alerts keep queueing longer than it, grown
+    # otherwise, never past max_in_flight: about the alerts/s it may take times the longest
+    # confirm stall it should ride out (5,000 x 0.1). latency_target_s = 0: the bound is
+    # max_in_flight, fixed.
     max_in_flight: int = 500
     latency_target_s: float = 0.02
     # The ingest's public address as HighHelp reaches it (https://pay.example.com): the three
