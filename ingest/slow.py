@@ -25,6 +25,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from ingest.admission import REFUSED_CLOSE, REFUSED_KEEP_ALIVE, Admission, whole_alert_request
 from ingest.app import ADMISSION, METRICS, SETTINGS, count_overloaded
+from ingest.listener import Listener, listening_sockets
 
 log = structlog.get_logger("ingest")
 # Connections the kernel holds until the loop accepts them. aiohttp's 128 overflows when a
@@ -193,7 +194,8 @@ class _Guarded(asyncio.Protocol):
 
 
 class GuardedSite(web.TCPSite):
-    """aiohttp's TCP site, its connections through a ConnectionGuard."""
+    """aiohttp's TCP site, its connections through a ConnectionGuard, taken by the ingest's
+    own listener (ingest.listener: every waiting connection per turn, not libuv's one)."""
 
     def __init__(self, runner: web.AppRunner) -> None:
         app = runner.app
@@ -212,5 +214,6 @@ class GuardedSite(web.TCPSite):
                                 lambda reason: metrics.connections_cut.labels(reason).inc(),
                                 admission,
                                 lambda route: count_overloaded(metrics, admission, route))
-        self._server = await asyncio.get_running_loop().create_server(
-            guard, self._settings.host, self._settings.port, backlog=LISTEN_BACKLOG)
+        self._server = Listener(
+            listening_sockets(self._settings.host, self._settings.port, LISTEN_BACKLOG), guard)
+        await self._server.start_serving()
