@@ -9,20 +9,25 @@ the body, keeps answering what it took at full speed (the SRE book's "Handling O
 How many alerts in flight the process can carry quickly depends on its CPU and on the broker,
 so no fixed number fits every machine: past the number its throughput needs, each alert more
 in flight only waits longer (Little's law), on this loop or at the broker. So the bound moves
-every 0.1 s, in an interval where it was reached (below its capacity the ingest keeps the
-bound its last burst found):
+every 0.1 s. In an interval where it was reached, it is
 - cut at once in proportion when the event loop lags past the target: an alert admitted is
   work run before the refusals waiting to be read, so a lagging loop answers those late;
-- cut by a fifth once a queue has stood for half a second, as CoDel finds one: even the
-  quickest alert answered in each interval took longer than the target (a confirm stall of
-  the broker, a few hundred ms now and then, passes before that);
+- cut by a fifth once a queue has stood for half a second: in each interval the median alert
+  answered waited longer than the target, past the quickest alert of the last 10 s (the
+  latency of the CPU and the broker's confirm with no queue, as BBR keeps its minimum round
+  trip; a confirm stall of the broker, a few hundred ms now and then, passes before that);
+- doubled when no alert was answered at all (that stall: the alerts waiting on the broker
+  cost this process nothing);
 - grown by a quarter otherwise.
+Below its capacity (not reached, the loop on time) the bound returns to its resting value,
+which rides out a stall at ordinary load.
 Netflix's concurrency-limits and Envoy's adaptive concurrency are of this kind.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable
 
 from shared.wire import CALLBACK_PATHS, PROBE_HEADER
@@ -49,33 +54,42 @@ _LENGTH = b"\r\ncontent-length:"
 
 
 MIN_LIMIT = 8  # the bound is never cut below this (nor above the ceiling, if that is less)
-START_LIMIT = 100  # where the bound starts (or the ceiling, if that is less)
+# Where the bound starts, and returns to below capacity (or the ceiling, if that is less):
+# enough for a broker's confirm stall at ordinary load (0.2 s at 500 alerts/s), few enough
+# that a retry storm's first instant is about 0.1 s of work before the lag cuts it.
+RESTING_LIMIT = 100
 INTERVAL_S = 0.1  # how often the bound moves, on what the interval's alerts took (CoDel's)
 # How many intervals in a row a queue must stand before the bound is cut: the broker's
 # confirms stall now and then for a few hundred ms (its disk), a burst that passes.
 STANDING = 5
+# The intervals over which the quickest alert is the process's unloaded latency (its CPU
+# and the broker's confirm, no queue): 10 s, as BBR keeps its minimum round trip.
+BASE_WINDOW = 100
 
 
-def next_limit(limit: int, *, reached: bool, lag_s: float, stood: int, target_s: float,
-               floor: int, ceiling: int) -> int:
-    """The bound for the next interval, if it was reached in this one (else it is kept, so
-    that an ingest below its capacity keeps the bound its last burst found).
+def next_limit(limit: int, *, reached: bool, answered: bool, lag_s: float, stood: int,
+               target_s: float, floor: int, ceiling: int) -> int:
+    """The bound for the next interval. Not reached in this one: back to its resting value
+    at least, unless the loop lagged (the process is busy whatever the alerts).
 
     - The loop lagged past the target (`lag_s`): this process has more work than it runs in
       time, refusals included, so the bound is cut in proportion, at most by half.
-    - A queue has stood for STANDING intervals (`stood`: the intervals in a row in which even
-      the quickest alert answered took longer than the target): cut by a fifth.
+    - A queue has stood for STANDING intervals (`stood`: the intervals in a row in which the
+      median alert answered waited longer than the target, past the unloaded latency): cut
+      by a fifth.
     - No queue stands: grown by a quarter (1.25 x 0.8 = 1: under a steady overload it hovers
-      around the knee), also when no alert was answered (the broker confirms nothing for now,
-      and the alerts waiting on it cost this process nothing)."""
+      around the knee); doubled when no alert was answered (`answered`): the broker confirms
+      nothing for now, and the alerts waiting on it cost this process nothing."""
     if not reached:
-        return limit
+        return limit if lag_s > target_s else max(limit, min(RESTING_LIMIT, ceiling))
     if lag_s > target_s:
         return max(floor, int(limit * max(0.5, target_s / lag_s)))
     if stood >= STANDING:
         return max(floor, limit - max(1, limit // 5))
     if stood:
         return limit
+    if not answered:
+        return min(ceiling, limit * 2)
     return min(ceiling, limit + max(1, limit // 4))
 
 
@@ -88,11 +102,12 @@ class Admission:
         self.ceiling = ceiling
         self.floor = min(MIN_LIMIT, ceiling)
         self.target_s = target_s
-        self.limit = min(START_LIMIT, ceiling) if target_s else ceiling
+        self.limit = min(RESTING_LIMIT, ceiling) if target_s else ceiling
         self.in_flight = 0
         self._reached = False  # the bound was reached in this interval
-        self._quickest: float | None = None  # the quickest alert answered in it
-        self._stood = 0  # intervals in a row whose quickest alert took longer than the target
+        self._took: list[float] = []  # how long each alert answered in it took
+        self._quickest: deque[float] = deque(maxlen=BASE_WINDOW)  # each interval's quickest
+        self._stood = 0  # intervals in a row whose median alert waited past the target
         self._unlogged = 0
         self._logged_at = float("-inf")
 
@@ -106,8 +121,8 @@ class Admission:
     def leave(self, took_s: float | None = None) -> None:
         """Give the place back; `took_s`: how long an accepted alert took, entry to answer."""
         self.in_flight -= 1
-        if took_s is not None and (self._quickest is None or took_s < self._quickest):
-            self._quickest = took_s
+        if took_s is not None:
+            self._took.append(took_s)
 
     def full(self) -> bool:
         if self.in_flight >= self.limit:
@@ -118,14 +133,17 @@ class Admission:
     def next_interval(self, lag_s: float = 0.0) -> None:
         """Move the bound on the interval that ends (`lag_s`: how late the loop ran its end),
         and start the next."""
-        quickest = self._quickest
-        if quickest is not None:
-            self._stood = self._stood + 1 if quickest > self.target_s else 0
+        took = self._took
+        if took:
+            took.sort()
+            self._quickest.append(took[0])
+            waited = took[len(took) // 2] - min(self._quickest)
+            self._stood = self._stood + 1 if waited > self.target_s else 0
         if self.target_s:
-            self.limit = next_limit(self.limit, reached=self._reached, lag_s=lag_s,
-                                    stood=self._stood, target_s=self.target_s,
+            self.limit = next_limit(self.limit, reached=self._reached, answered=bool(took),
+                                    lag_s=lag_s, stood=self._stood, target_s=self.target_s,
                                     floor=self.floor, ceiling=self.ceiling)
-        self._reached, self._quickest = False, None
+        self._reached, self._took = False, []
 
     async def run(self, loop_lag: Callable[[float], None], interval_s: float = INTERVAL_S
                   ) -> None:

@@ -12,8 +12,8 @@ import pytest
 from ingest.admission import (
     LOG_EVERY_S,
     MIN_LIMIT,
+    RESTING_LIMIT,
     STANDING,
-    START_LIMIT,
     Admission,
     next_limit,
     whole_alert_request,
@@ -39,21 +39,29 @@ def test_a_fixed_bound_stays_where_it_was_set() -> None:
     assert admission.limit == 3
 
 
-def bound(limit: int = 100, *, reached: bool = True, lag_s: float = 0.0, stood: int = 0,
-          floor: int = 8, ceiling: int = 500) -> int:
-    return next_limit(limit, reached=reached, lag_s=lag_s, stood=stood, target_s=0.02,
-                      floor=floor, ceiling=ceiling)
+def bound(limit: int = 100, *, reached: bool = True, answered: bool = True, lag_s: float = 0.0,
+          stood: int = 0, floor: int = 8, ceiling: int = 500) -> int:
+    return next_limit(limit, reached=reached, answered=answered, lag_s=lag_s, stood=stood,
+                      target_s=0.02, floor=floor, ceiling=ceiling)
 
 
-def test_a_bound_not_reached_is_kept_whatever_the_latency() -> None:
-    assert bound(reached=False, lag_s=1.0, stood=STANDING) == 100
-    assert bound(reached=False) == 100
+def test_a_bound_not_reached_returns_to_rest_unless_the_loop_lags() -> None:
+    assert bound(20, reached=False, stood=STANDING) == RESTING_LIMIT
+    assert bound(300, reached=False) == 300  # grown past it in a stall: kept
+    assert bound(20, reached=False, lag_s=1.0) == 20  # the process is busy all the same
+    assert bound(20, reached=False, ceiling=50) == 50
 
 
 def test_a_reached_bound_grows_while_no_queue_stands_up_to_the_ceiling() -> None:
     assert bound(100) == 125
     assert bound(9) == 11
     assert bound(480, ceiling=500) == 500
+
+
+def test_a_reached_bound_doubles_while_nothing_is_answered() -> None:
+    assert bound(100, answered=False) == 200
+    assert bound(300, answered=False) == 500
+    assert bound(100, answered=False, lag_s=0.04) == 50  # a lagging loop cuts all the same
 
 
 def test_a_lagging_loop_cuts_the_bound_in_proportion_at_most_by_half() -> None:
@@ -66,71 +74,74 @@ def test_a_queue_cuts_the_bound_only_once_it_has_stood() -> None:
     assert [bound(100, stood=n) for n in range(1, STANDING)] == [100] * (STANDING - 1)
     assert bound(100, stood=STANDING) == 80
     assert bound(9, stood=STANDING + 3) == 8
+    assert bound(100, stood=STANDING, answered=False) == 80
 
 
-def answered(admission: Admission, took_s: float) -> None:
-    assert admission.enter()
-    admission.leave(took_s)
+def answered(admission: Admission, *took_s: float) -> None:
+    for took in took_s:
+        assert admission.enter()
+        admission.leave(took)
 
 
-def test_the_bound_follows_the_quickest_alert_of_each_interval() -> None:
+def interval(admission: Admission, *, reached: bool = True, lag_s: float = 0.0) -> int:
+    """End an interval in which every place was taken (`reached`) or not; the new bound."""
+    if reached:
+        taken, admission.in_flight = admission.in_flight, admission.limit
+        assert not admission.enter()
+        admission.in_flight = taken
+    admission.next_interval(lag_s)
+    return admission.limit
+
+
+def test_a_queue_stands_when_the_median_alert_waits_past_the_unloaded_latency() -> None:
     admission = Admission(500, target_s=0.02)
-    assert admission.limit == START_LIMIT
-    # Every place taken, and even the quickest alert slow: a queue stands. The bound holds
-    # for STANDING - 1 intervals (a broker's stall passes), then is cut.
+    assert admission.limit == RESTING_LIMIT
+    answered(admission, 0.004, 0.005, 0.006)  # unloaded: 4 ms, the quickest of the window
+    assert interval(admission) == 125
+    # The median alert waits 50 ms past it, though one is quick (a confirm in a batch that
+    # came back at once): a queue. It holds for STANDING - 1 intervals, then is cut.
     limits = []
     for _ in range(STANDING + 1):
-        answered(admission, 0.5)
-        admission.in_flight = admission.limit
-        assert not admission.enter()
-        admission.in_flight = 0
-        admission.next_interval()
-        limits.append(admission.limit)
-    assert limits == [START_LIMIT] * (STANDING - 1) + [80, 64]
-    # One quick alert among slow ones: no queue stands; the bound, reached, grows again.
-    answered(admission, 0.5)
-    answered(admission, 0.001)
-    admission.in_flight = admission.limit
-    admission.full()
-    admission.in_flight = 0
-    admission.next_interval()
-    assert admission.limit == 80
+        answered(admission, 0.006, 0.054, 0.06)
+        limits.append(interval(admission))
+    assert limits == [125] * (STANDING - 1) + [100, 80]
+    # Most alerts quick again: no queue; the bound, reached, grows.
+    answered(admission, 0.005, 0.006, 0.2)
+    assert interval(admission) == 100
+
+
+def test_a_broker_slow_to_confirm_is_no_queue() -> None:
+    """Every alert takes 50 ms, the broker's own time (a cluster's disk): the quickest of the
+    window is as slow, nothing waits past it, and the bound is not cut for it."""
+    admission = Admission(500, target_s=0.02)
+    limits = []
+    for _ in range(STANDING + 1):
+        answered(admission, 0.05, 0.05, 0.051)
+        limits.append(interval(admission))
+    assert limits == [125, 156, 195, 243, 303, 378]
 
 
 def test_rejected_alerts_and_intervals_without_answers_tell_no_queue() -> None:
     admission = Admission(500, target_s=0.02)
+    answered(admission, 0.001)
+    interval(admission, reached=False)
     for _ in range(STANDING):
         answered(admission, 0.5)
-        admission.next_interval()  # not reached: kept, but the queue is counted
+        interval(admission, reached=False)  # not reached: at rest, but the queue is counted
     assert admission.enter()
     admission.leave()  # a rejection (401, 413, ...): no time given, none counted
-    admission.in_flight = admission.limit
-    admission.full()
-    admission.next_interval()  # nothing answered: the queue still counts as standing
-    assert admission.limit == 80
-    admission.full()
-    admission.in_flight = 0
-    admission.next_interval()
-    assert admission.limit == 64
+    assert interval(admission) == 80  # nothing answered: the queue still counts as standing
+    assert interval(admission) == 64
 
 
-def test_a_confirm_stall_grows_the_bound_while_the_loop_keeps_time() -> None:
+def test_a_confirm_stall_doubles_the_bound_while_the_loop_keeps_time() -> None:
     """No alert answered (the broker confirms nothing), every place taken, the loop on time:
     the alerts waiting cost the process nothing, so it takes more."""
     admission = Admission(500, target_s=0.02)
-    limits = []
-    for _ in range(3):
-        admission.in_flight = admission.limit
-        admission.full()
-        admission.next_interval(lag_s=0.001)
-        limits.append(admission.limit)
-    assert limits == [125, 156, 195]
-    admission.next_interval(lag_s=0.08)  # not reached this interval: kept
-    assert admission.limit == 195
-    admission.in_flight = admission.limit
-    admission.full()
-    admission.next_interval(lag_s=0.08)  # the loop lags: the process has more than it runs
-    assert admission.limit == 97
+    assert [interval(admission, lag_s=0.001) for _ in range(3)] == [200, 400, 500]
+    assert interval(admission, reached=False, lag_s=0.08) == 500  # not reached: kept
+    # The loop lags: the process has more than it runs.
+    assert interval(admission, lag_s=0.08) == 250
 
 
 def work_for(seconds: float) -> None:
@@ -163,7 +174,7 @@ async def test_a_loop_kept_busy_reports_its_lag_and_cuts_the_bound() -> None:
     finally:
         moving.cancel()
     assert lags[-1] > 0.05
-    assert admission.limit == START_LIMIT // 2
+    assert admission.limit == RESTING_LIMIT // 2
 
 
 def test_the_floor_is_never_above_the_ceiling() -> None:
