@@ -16,17 +16,19 @@ every 0.1 s. In an interval where it was reached, it is
   answered waited longer than the target, past the quickest alert of the last 10 s (the
   latency of the CPU and the broker's confirm with no queue, as BBR keeps its minimum round
   trip; a confirm stall of the broker, a few hundred ms now and then, passes before that);
-- doubled when no alert was answered at all (that stall: the alerts waiting on the broker
-  cost this process nothing);
 - grown by a quarter otherwise.
-Below its capacity (not reached, the loop on time) the bound returns to its resting value,
-which rides out a stall at ordinary load.
+Below its capacity (not reached, the loop on time) the bound returns to its resting value.
+Within an interval, a bound reached while no alert has been answered for longer than the
+target, the loop keeps time and no queue stands doubles at once: the broker confirms nothing
+for now, and the alerts waiting on it cost this process nothing, so a stall is ridden out,
+not refused.
 Netflix's concurrency-limits and Envoy's adaptive concurrency are of this kind.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable
 
@@ -55,10 +57,11 @@ _LENGTH = b"\r\ncontent-length:"
 
 MIN_LIMIT = 8  # the bound is never cut below this (nor above the ceiling, if that is less)
 # Where the bound starts, and returns to below capacity (or the ceiling, if that is less):
-# enough for a broker's confirm stall at ordinary load (0.2 s at 500 alerts/s), few enough
-# that a retry storm's first instant is about 0.1 s of work before the lag cuts it.
-RESTING_LIMIT = 100
+# a retry storm's first instant fills it at once, work the loop runs before any refusal
+# (50 ms on a slow core), while a broker's stall at ordinary load doubles it as it comes.
+RESTING_LIMIT = 32
 INTERVAL_S = 0.1  # how often the bound moves, on what the interval's alerts took (CoDel's)
+TICK_S = 0.01  # how often the loop's timeliness is read: a stall is told within a few ticks
 # How many intervals in a row a queue must stand before the bound is cut: the broker's
 # confirms stall now and then for a few hundred ms (its disk), a burst that passes.
 STANDING = 5
@@ -67,10 +70,10 @@ STANDING = 5
 BASE_WINDOW = 100
 
 
-def next_limit(limit: int, *, reached: bool, answered: bool, lag_s: float, stood: int,
-               target_s: float, floor: int, ceiling: int) -> int:
-    """The bound for the next interval. Not reached in this one: back to its resting value
-    at least, unless the loop lagged (the process is busy whatever the alerts).
+def next_limit(limit: int, *, reached: bool, lag_s: float, stood: int, target_s: float,
+               floor: int, ceiling: int) -> int:
+    """The bound for the next interval. Not reached in this one: back to its resting value,
+    unless the loop lagged (the process is busy whatever the alerts).
 
     - The loop lagged past the target (`lag_s`): this process has more work than it runs in
       time, refusals included, so the bound is cut in proportion, at most by half.
@@ -78,18 +81,15 @@ def next_limit(limit: int, *, reached: bool, answered: bool, lag_s: float, stood
       median alert answered waited longer than the target, past the unloaded latency): cut
       by a fifth.
     - No queue stands: grown by a quarter (1.25 x 0.8 = 1: under a steady overload it hovers
-      around the knee); doubled when no alert was answered (`answered`): the broker confirms
-      nothing for now, and the alerts waiting on it cost this process nothing."""
+      around the knee)."""
     if not reached:
-        return limit if lag_s > target_s else max(limit, min(RESTING_LIMIT, ceiling))
+        return limit if lag_s > target_s else min(RESTING_LIMIT, ceiling)
     if lag_s > target_s:
         return max(floor, int(limit * max(0.5, target_s / lag_s)))
     if stood >= STANDING:
         return max(floor, limit - max(1, limit // 5))
     if stood:
         return limit
-    if not answered:
-        return min(ceiling, limit * 2)
     return min(ceiling, limit + max(1, limit // 4))
 
 
@@ -108,6 +108,8 @@ class Admission:
         self._took: list[float] = []  # how long each alert answered in it took
         self._quickest: deque[float] = deque(maxlen=BASE_WINDOW)  # each interval's quickest
         self._stood = 0  # intervals in a row whose median alert waited past the target
+        self._silent_since = time.monotonic()  # since when no alert was answered
+        self._on_time_at = float("-inf")  # when the loop last ran a tick on time
         self._unlogged = 0
         self._logged_at = float("-inf")
 
@@ -115,6 +117,8 @@ class Admission:
         """Take a place, or say False (refuse the alert) when all are taken."""
         if self.full():
             return False
+        if not self.in_flight:  # the first alert after an idle spell: silence counts from it
+            self._silent_since = time.monotonic()
         self.in_flight += 1
         return True
 
@@ -123,12 +127,33 @@ class Admission:
         self.in_flight -= 1
         if took_s is not None:
             self._took.append(took_s)
+            self._silent_since = time.monotonic()
 
     def full(self) -> bool:
-        if self.in_flight >= self.limit:
-            self._reached = True
-            return True
-        return False
+        """Whether every place is taken; in a stall of the broker the bound doubles first."""
+        if self.in_flight < self.limit:
+            return False
+        self._reached = True
+        if self._stalled():
+            self.limit = min(self.ceiling, self.limit * 2)
+            return self.in_flight >= self.limit
+        return True
+
+    def _stalled(self) -> bool:
+        """The broker confirms nothing (no alert answered for longer than the target) while
+        the loop keeps time (a tick on time within the target) and no queue stands: the
+        alerts waiting on it cost this process nothing, so the bound doubles at once rather
+        than refusing through the stall, and again each time the silence lasts as long. A
+        loop busy with the alerts it took (a retry storm's first instant) is not a stall, nor
+        is a gap between the broker's batched confirms under a standing overload."""
+        if not self.target_s or self.limit >= self.ceiling or self._stood:
+            return False
+        now = time.monotonic()
+        if (now - self._silent_since <= self.target_s
+                or now - self._on_time_at > TICK_S + self.target_s):
+            return False
+        self._silent_since = now
+        return True
 
     def next_interval(self, lag_s: float = 0.0) -> None:
         """Move the bound on the interval that ends (`lag_s`: how late the loop ran its end),
@@ -140,21 +165,29 @@ class Admission:
             waited = took[len(took) // 2] - min(self._quickest)
             self._stood = self._stood + 1 if waited > self.target_s else 0
         if self.target_s:
-            self.limit = next_limit(self.limit, reached=self._reached, answered=bool(took),
-                                    lag_s=lag_s, stood=self._stood, target_s=self.target_s,
+            self.limit = next_limit(self.limit, reached=self._reached, lag_s=lag_s,
+                                    stood=self._stood, target_s=self.target_s,
                                     floor=self.floor, ceiling=self.ceiling)
         self._reached, self._took = False, []
 
-    async def run(self, loop_lag: Callable[[float], None], interval_s: float = INTERVAL_S
-                  ) -> None:
-        """Move the bound every interval for as long as the task runs, and report the event
-        loop's lag on the way: how late the interval's timer fired is how long the loop's
-        other work kept it waiting (a CPU-bound ingest lags; one waiting on the broker not)."""
-        loop = asyncio.get_running_loop()
+    def ticked(self, lag_s: float) -> None:
+        """The loop ran a tick `lag_s` late: on time (within the target), it keeps time."""
+        if lag_s <= self.target_s:
+            self._on_time_at = time.monotonic()
+
+    async def run(self, loop_lag: Callable[[float], None], interval_s: float = INTERVAL_S,
+                  tick_s: float = TICK_S) -> None:
+        """Tick every `tick_s` and move the bound every interval for as long as the task runs,
+        reporting the event loop's lag on the way: how late the interval's timer fired is how
+        long the loop's other work kept it waiting (a CPU-bound ingest lags; one waiting on
+        the broker not)."""
+        ticks = max(1, round(interval_s / tick_s))
         while True:
-            due = loop.time() + interval_s
-            await asyncio.sleep(interval_s)
-            lag = max(0.0, loop.time() - due)
+            for _ in range(ticks):
+                due = time.monotonic() + tick_s
+                await asyncio.sleep(tick_s)
+                lag = max(0.0, time.monotonic() - due)
+                self.ticked(lag)
             loop_lag(lag)
             self.next_interval(lag)
 

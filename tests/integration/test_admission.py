@@ -8,6 +8,7 @@ import json
 import os
 import signal
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from ingest.admission import REFUSED_KEEP_ALIVE
+from ingest.admission import REFUSED_KEEP_ALIVE, RESTING_LIMIT
 from ingest.app import ADMISSION, BROKER, create_app
 from shared.settings import Settings
 from shared.wire import CALLBACK_PATHS, PROBE_HEADER
@@ -96,18 +97,20 @@ async def test_alerts_past_the_bound_are_refused_at_once_and_never_published(
     assert published == sorted([f"held-{n}" for n in range(BOUND)] + ["after"])
 
 
-async def test_a_confirm_stall_is_ridden_out_past_the_starting_bound(
+async def test_a_confirm_stall_is_ridden_out_up_to_the_ceiling(
     make_settings: Callable[..., Settings], services: None,
     amqp: aio_pika.abc.AbstractChannel,
 ) -> None:
     """The bound follows latency (ingest.admission): while the broker holds every confirm back
-    and the loop keeps time, the alerts waiting cost the process nothing, so once its bound is
-    reached it takes more, up to the ceiling; what it refused meanwhile is never published."""
-    settings = make_settings(ingest={"max_in_flight": 500}, amqp={"publish_timeout_s": 60.0})
+    and the loop keeps time, the alerts waiting cost the process nothing, so an alert that
+    finds every place taken is let in and the bound doubled, up to the ceiling; past it the
+    alert is refused at once and never published."""
+    start = RESTING_LIMIT
+    settings = make_settings(ingest={"max_in_flight": 2 * start},
+                             amqp={"publish_timeout_s": 60.0})
     app = create_app(settings)
     admission = app[ADMISSION]
-    start = admission.limit
-    assert admission.target_s > 0 and start < admission.ceiling
+    assert admission.target_s > 0 and admission.limit == start
     client: TestClient[Any, Any] = TestClient(TestServer(app),
                                               connector=aiohttp.TCPConnector(limit=0))
     await client.start_server()
@@ -118,28 +121,46 @@ async def test_a_confirm_stall_is_ridden_out_past_the_starting_bound(
                                ) as response:
             return response.status
 
+    async def places_taken(count: int) -> bool:
+        return admission.in_flight == count
+
+    async def sent_until_taken(payment_id: str) -> asyncio.Task[int]:
+        """Send the alert again each time it is refused, as HighHelp does: the one taken."""
+        async def answered_or_taken(sending: asyncio.Task[int], before: int) -> bool:
+            return sending.done() or admission.in_flight > before
+
+        for _ in range(100):
+            before = admission.in_flight
+            sending = asyncio.create_task(hmac_post(payment_id))
+            await wait_until(partial(answered_or_taken, sending, before), 20,
+                             "the alert taken or refused", every=0.01)
+            if not sending.done():
+                return sending
+            assert sending.result() == 503
+        raise AssertionError(f"{payment_id} never taken through the stall")
+
     try:
         await wait_until(lambda: _ready(app[BROKER].ready), 20, "ingest connected")
         await take_queued(amqp)
         await memory_alarm(True)
         try:
             taken = [asyncio.create_task(hmac_post(f"held-{n}")) for n in range(start)]
-
-            async def places_taken(count: int) -> bool:
-                return admission.in_flight == count
-
-            await wait_until(lambda: places_taken(start), 20, "the starting bound filled")
-            assert await hmac_post("refused") == 503  # the bound reached
-            await wait_until(lambda: _ready(admission.limit > start), 20, "the bound to grow")
-            taken.append(asyncio.create_task(hmac_post("past-the-start")))
-            await wait_until(lambda: places_taken(start + 1), 20, "one more taken")
+            await wait_until(lambda: places_taken(start), 20, "the resting bound filled")
+            # Every place taken, nothing answered: once the silence outlasts the target, the
+            # next alert is let in and the bound doubled, to the ceiling.
+            taken.append(await sent_until_taken("past-the-rest"))
+            assert admission.limit == 2 * start
+            taken += [asyncio.create_task(hmac_post(f"held-{n}"))
+                      for n in range(start, 2 * start - 1)]
+            await wait_until(lambda: places_taken(2 * start), 20, "the ceiling filled")
+            assert await hmac_post("past-the-ceiling") == 503  # at once, the stall or not
             assert not any(task.done() for task in taken)
         finally:
             await memory_alarm(False)
-        assert await asyncio.gather(*taken) == [200] * (start + 1)
+        assert await asyncio.gather(*taken) == [200] * (2 * start)
         published = {json.loads(json.loads(b)["body"])["general"]["payment_id"]
                      for b in await take_queued(amqp)}
-        assert published == {f"held-{n}" for n in range(start)} | {"past-the-start"}
+        assert published == ({f"held-{n}" for n in range(2 * start - 1)} | {"past-the-rest"})
     finally:
         await client.close()
 
