@@ -261,7 +261,8 @@ def count_overloaded(metrics: IngestMetrics, admission: Admission, route: str) -
     metrics.refused_overloaded.inc()
     refused = admission.refusals_to_log(time.monotonic())
     if refused:  # one line a second at most: a storm of refusals must not become one of logs
-        log.warning("alerts_refused_overloaded", refused=refused, in_flight=admission.limit)
+        log.warning("alerts_refused_overloaded", refused=refused, in_flight=admission.in_flight,
+                    bound=admission.limit)
 
 
 async def healthz(_request: web.Request) -> web.Response:

@@ -25,6 +25,7 @@ from tests.broker_control import AMQP_URL, rabbitmqctl, rabbitmqctl_output
 from tests.conftest import take_queued, wait_until
 from tests.integration.test_slow_clients import metric, start_ingest
 from tests.keys import alert_body, gateway_hmac, gateway_rsa, signed_headers
+from tests.logcapture import captured
 
 pytestmark = pytest.mark.services
 PATH = CALLBACK_PATHS["callback"]
@@ -78,7 +79,12 @@ async def test_alerts_past_the_bound_are_refused_at_once_and_never_published(
             return admission.in_flight == BOUND
 
         await wait_until(all_places_taken, 20, "the alerts in flight to fill the bound")
-        refusals = [await post(client, f"refused-{n}") for n in range(5)]
+        with captured() as logged:
+            refusals = [await post(client, f"refused-{n}") for n in range(5)]
+        # One line for the storm, not one per refusal: the first refused, the bound full.
+        assert [(e["event"], e["refused"], e["in_flight"], e["bound"]) for e in logged
+                if e["event"] == "alerts_refused_overloaded"] == [
+            ("alerts_refused_overloaded", 1, BOUND, BOUND)]
         # Answered while every alert taken still waits for its confirm: nothing waited.
         assert not any(task.done() for task in taken)
         for status, headers, answer in refusals:
