@@ -88,19 +88,19 @@ def interval(admission: Admission, *, reached: bool = True, lag_s: float = 0.0) 
 
 def test_a_queue_stands_when_the_median_alert_waits_past_the_unloaded_latency() -> None:
     admission = Admission(500, target_s=0.02)
-    assert admission.limit == RESTING_LIMIT == 32
+    assert admission.limit == RESTING_LIMIT == 100
     answered(admission, 0.004, 0.005, 0.006)  # unloaded: 4 ms, the quickest of the window
-    assert interval(admission) == 40
+    assert interval(admission) == 125
     # The median alert waits 50 ms past it, though one is quick (a confirm in a batch that
     # came back at once): a queue. It holds for STANDING - 1 intervals, then is cut.
     limits = []
     for _ in range(STANDING + 1):
         answered(admission, 0.006, 0.054, 0.06)
         limits.append(interval(admission))
-    assert limits == [40] * (STANDING - 1) + [32, 26]
+    assert limits == [125] * (STANDING - 1) + [100, 80]
     # Most alerts quick again: no queue; the bound, reached, grows.
     answered(admission, 0.005, 0.006, 0.2)
-    assert interval(admission) == 32
+    assert interval(admission) == 100
 
 
 def test_a_broker_slow_to_confirm_is_no_queue() -> None:
@@ -111,7 +111,7 @@ def test_a_broker_slow_to_confirm_is_no_queue() -> None:
     for _ in range(STANDING + 1):
         answered(admission, 0.05, 0.05, 0.051)
         limits.append(interval(admission))
-    assert limits == [40, 50, 62, 77, 96, 120]
+    assert limits == [125, 156, 195, 243, 303, 378]
 
 
 def test_rejected_alerts_and_intervals_without_answers_tell_no_queue() -> None:
@@ -123,8 +123,8 @@ def test_rejected_alerts_and_intervals_without_answers_tell_no_queue() -> None:
         interval(admission, reached=False)  # not reached: at rest, but the queue is counted
     assert admission.enter()
     admission.leave()  # a rejection (401, 413, ...): no time given, none counted
-    assert interval(admission) == 26  # nothing answered: the queue still counts as standing
-    assert interval(admission) == 21
+    assert interval(admission) == 80  # nothing answered: the queue still counts as standing
+    assert interval(admission) == 64
 
 
 def stalled(admission: Admission, silent_s: float) -> Admission:
@@ -139,14 +139,14 @@ def test_a_confirm_stall_doubles_the_bound_at_once_while_the_loop_keeps_time() -
     """The broker confirms nothing and the loop keeps time: the alerts waiting cost the
     process nothing, so the alert that finds every place taken is let in, the bound doubled;
     the next doubling waits for as long a silence again, and none passes the ceiling."""
-    admission = stalled(Admission(100, target_s=0.02), 0.05)
-    assert admission.enter() is True and admission.limit == 64
-    admission.in_flight = 64
-    assert admission.full() is True and admission.limit == 64  # silent since the doubling
+    admission = stalled(Admission(300, target_s=0.02), 0.05)
+    assert admission.enter() is True and admission.limit == 200
+    admission.in_flight = 200
+    assert admission.full() is True and admission.limit == 200  # silent since the doubling
     stalled(admission, 0.05)
-    assert admission.full() is False and admission.limit == 100  # the ceiling
+    assert admission.full() is False and admission.limit == 300  # the ceiling
     stalled(admission, 0.05)
-    assert admission.full() is True and admission.limit == 100
+    assert admission.full() is True and admission.limit == 300
 
 
 def test_no_stall_is_told_from_a_busy_loop_a_recent_answer_a_queue_or_a_fixed_bound() -> None:
@@ -170,7 +170,7 @@ def test_no_stall_is_told_from_a_busy_loop_a_recent_answer_a_queue_or_a_fixed_bo
     stalled(queued, 0.05)  # a gap between batched confirms under a standing overload
     for admission in (busy, answering, fixed, late, queued):
         assert admission.full() is True
-    assert [a.limit for a in (busy, answering, fixed, late, queued)] == [32, 32, 40, 32, 32]
+    assert [a.limit for a in (busy, answering, fixed, late, queued)] == [100, 100, 40, 100, 100]
 
 
 def work_for(seconds: float) -> None:
