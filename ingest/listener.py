@@ -84,15 +84,18 @@ class Listener(asyncio.AbstractServer):
                           seconds=RETRY_S)
                 self._pause()
                 return
-            handing = self._loop.create_task(
-                self._loop.connect_accepted_socket(self._protocol_factory, connection))
+            handing = self._loop.create_task(self._hand_over(connection))
             self._handing.add(handing)
-            handing.add_done_callback(self._handed)
+            handing.add_done_callback(self._handing.discard)
 
-    def _handed(self, handing: asyncio.Task[object]) -> None:
-        self._handing.discard(handing)
-        if not handing.cancelled() and handing.exception() is not None:
-            log.warning("connection_not_served", error=type(handing.exception()).__name__)
+    async def _hand_over(self, connection: socket.socket) -> None:
+        """The connection to the loop and the protocol; one it cannot take is closed (the
+        sender sees it end and sends again), not left to the garbage collector."""
+        try:
+            await self._loop.connect_accepted_socket(self._protocol_factory, connection)
+        except Exception as exc:  # noqa: BLE001 - one connection's failure, not the listener's
+            connection.close()
+            log.warning("connection_not_served", error=type(exc).__name__)
 
     def _pause(self) -> None:
         for sock in self._sockets:

@@ -87,6 +87,42 @@ async def test_one_turn_takes_no_more_than_its_share(
             transport.close()
 
 
+async def test_a_connection_the_loop_cannot_take_is_closed_and_the_next_served(
+    listening: socket.socket,
+) -> None:
+    """The protocol cannot be made for one connection: that connection is closed at once
+    (its sender sees the end, not a hang) with a line naming the error, and the listener
+    goes on serving the next one."""
+    made, working = recording(1)
+    failures = iter([RuntimeError("no protocol")])
+
+    def factory() -> asyncio.Protocol:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return working()
+
+    listener = Listener([listening], factory)
+    await listener.start_serving()
+    refused, served = connect(listening, 1)[0], None
+    try:
+        with captured() as logged:
+            refused.setblocking(False)
+            assert await asyncio.wait_for(asyncio.get_running_loop().sock_recv(refused, 1),
+                                          5) == b""
+        assert [(e["event"], e["error"]) for e in logged] == [
+            ("connection_not_served", "RuntimeError")]
+        served = connect(listening, 1)[0]
+        await asyncio.wait_for(made.all_made.wait(), 5)
+    finally:
+        listener.close()
+        for sender in (refused, served):
+            if sender is not None:
+                sender.close()
+        for transport in made:
+            transport.close()
+
+
 class Exhausted(socket.socket):
     """A listening socket whose accept() finds no file descriptor left."""
 
