@@ -42,6 +42,14 @@ def connect(sock: socket.socket, count: int) -> list[socket.socket]:
     return [socket.create_connection(sock.getsockname()[:2]) for _ in range(count)]
 
 
+def close_all(senders: list[socket.socket], made: Made) -> None:
+    """The test's client sockets and the transports the listener handed over."""
+    for sender in senders:
+        sender.close()
+    for transport in made:
+        transport.close()
+
+
 @pytest.fixture
 def listening() -> Iterator[socket.socket]:
     (sock,) = listening_sockets("127.0.0.1", 0, 128)
@@ -61,10 +69,7 @@ async def test_one_readable_turn_takes_every_waiting_connection(
             listening.accept()
         await asyncio.wait_for(made.all_made.wait(), 5)
     finally:
-        for sender in senders:
-            sender.close()
-        for transport in made:
-            transport.close()
+        close_all(senders, made)
 
 
 async def test_one_turn_takes_no_more_than_its_share(
@@ -81,10 +86,7 @@ async def test_one_turn_takes_no_more_than_its_share(
         left.close()
         assert len(made) == 5
     finally:
-        for sender in senders:
-            sender.close()
-        for transport in made:
-            transport.close()
+        close_all(senders, made)
 
 
 async def test_a_connection_the_loop_cannot_take_is_closed_and_the_next_served(
@@ -104,7 +106,8 @@ async def test_a_connection_the_loop_cannot_take_is_closed_and_the_next_served(
 
     listener = Listener([listening], factory)
     await listener.start_serving()
-    refused, served = connect(listening, 1)[0], None
+    senders = connect(listening, 1)
+    refused = senders[0]
     try:
         with captured() as logged:
             refused.setblocking(False)
@@ -112,15 +115,11 @@ async def test_a_connection_the_loop_cannot_take_is_closed_and_the_next_served(
                                           5) == b""
         assert [(e["event"], e["error"]) for e in logged] == [
             ("connection_not_served", "RuntimeError")]
-        served = connect(listening, 1)[0]
+        senders += connect(listening, 1)  # served
         await asyncio.wait_for(made.all_made.wait(), 5)
     finally:
         listener.close()
-        for sender in (refused, served):
-            if sender is not None:
-                sender.close()
-        for transport in made:
-            transport.close()
+        close_all(senders, made)
 
 
 class Exhausted(socket.socket):
