@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -135,76 +136,95 @@ class Bench:
 
     async def overload_runs(self) -> None:
         """The ingest (HMAC) past its capacity, with vegeta: its closed-loop maximum, then
-        open-loop arrival rates at shares of it; the ingest before issue 18 first, in the same
-        run, then today's."""
+        open-loop arrival rates at shares of it; the ingest before issue 18 beside today's, in
+        the same run. The closed loops alternate between the two, round by round, as the
+        issue's own comparison did: this machine's speed drifts by a third within the hour,
+        and a round compares two runs a minute apart."""
         vegeta = overload.vegeta_path()
         self.results["overload"] = []
         before = overload.baseline_code(self.folder)
         if before is None:
             print(f"  (no git history: the ingest at {overload.BASELINE_REV} is not measured)")
-        for variant, cwd in (("before", before), ("now", None)):
-            if variant not in self.args.overload_variants or (variant == "before" and cwd is None):
-                continue
-            await self._overload_series(vegeta, variant, cwd)
+        variants = [(variant, cwd) for variant, cwd in (("before", before), ("now", None))
+                    if variant in self.args.overload_variants
+                    and not (variant == "before" and cwd is None)]
+        cores = overload.split_cores() if self.args.overload_own_cpu else None
+        self.results["overload_cores"] = cores.describe() if cores else None
+        print(f"  {cores.describe() if cores else 'all processes share the CPUs'}")
+        with overload.others_pinned(cores):
+            maxima: dict[str, list[float]] = {variant: [] for variant, _ in variants}
+            for round_ in range(1, self.args.overload_rounds + 1):
+                for variant, cwd in variants:
+                    maxima[variant].append(
+                        await self._overload_closed(vegeta, variant, cwd, cores, round_))
+            for variant, cwd in variants:
+                maximum = statistics.median(maxima[variant])
+                self.results[f"overload_{variant}_max_rps"] = maximum
+                await self._overload_open(vegeta, variant, cwd, cores, maximum)
+        for leftover in self.folder.glob("overload-*.targets"):
+            leftover.unlink()
 
-    async def _overload_series(self, vegeta: str, variant: str, cwd: Path | None) -> None:
+    def _overload_targets(self, variant: str, name: str, count: int) -> Path:
         material = (self.folder / "gateway_callback_hmac.txt").read_bytes().strip()
-        seconds = self.args.overload_seconds
-        base_url = f"http://127.0.0.1:{INGEST_PORT}"
-        rows = self.results["overload"]
+        requests = signed_requests(material, "hmac", count, f"{variant}-{name}")
+        return overload.targets_file(requests, f"http://127.0.0.1:{INGEST_PORT}",
+                                     self.folder / f"{name}.targets")
 
-        def targets(name: str, count: int) -> Path:
-            requests = signed_requests(material, "hmac", count, f"{variant}-{name}")
-            return overload.targets_file(requests, base_url, self.folder / f"{name}.targets")
-
+    async def _overload_ingest(self, vegeta: str, variant: str, cwd: Path | None,
+                               cores: overload.Cores | None, extra: dict[str, str]) -> Service:
+        """The ingest at `variant`'s code, on its CPU, warmed by 2 s of a closed loop."""
         await self.fresh()
         env = self.env if cwd is None else {
             **self.env, "HH_CONFIG": str(overload.baseline_config(Path(self.env["HH_CONFIG"])))}
-
-        async def warm_ingest(env: dict[str, str]) -> Service:
-            ingest = await Service.start("ingest", [], env, f"{base_url}/readyz", self.folder,
-                                         cwd=cwd)
-            try:
-                overload.attack(vegeta, targets("overload-warm", 2000), ingest.proc.pid,
-                                rate=None, seconds=2)
-            except BaseException:
-                ingest.stop()
-                raise
-            await self.fresh()
-            return ingest
-
-        # The maximum is what the ingest takes when it refuses nothing: its bound fixed at the
-        # ceiling (32 connections stay under it). A bound that follows latency would refuse
-        # part of the closed loop, whose connections send again at once, and the loop would
-        # measure a storm of refusals instead. The open loops run the ingest as configured.
-        ingest = await warm_ingest({**env, **overload.FIXED_BOUND})
+        ingest = await Service.start("ingest", [], {**env, **extra},
+                                     f"http://127.0.0.1:{INGEST_PORT}/readyz", self.folder,
+                                     cwd=cwd)
         try:
-            closed = overload.attack(vegeta, targets("overload-max", self.args.overload_targets),
-                                     ingest.proc.pid, rate=None, seconds=seconds
-                                     ).row("closed loop", None)
+            if cores is not None:
+                overload.pin(ingest.proc.pid, cores.ingest)
+            overload.attack(vegeta, self._overload_targets(variant, "overload-warm", 2000),
+                            ingest.proc.pid, rate=None, seconds=2)
+        except BaseException:
+            ingest.stop()
+            raise
+        await self.fresh()
+        return ingest
+
+    async def _overload_closed(self, vegeta: str, variant: str, cwd: Path | None,
+                               cores: overload.Cores | None, round_: int) -> float:
+        """One round's closed loop: the maximum, returned. The ingest's bound is fixed at the
+        ceiling (32 connections stay under it): one that follows latency would refuse part
+        of the closed loop, whose connections send again at once, and the loop would measure
+        a storm of refusals instead. The open loops run the ingest as configured."""
+        ingest = await self._overload_ingest(vegeta, variant, cwd, cores, overload.FIXED_BOUND)
+        try:
+            targets = self._overload_targets(variant, f"overload-max-{round_}",
+                                             self.args.overload_targets)
+            closed = overload.attack(vegeta, targets, ingest.proc.pid, rate=None,
+                                     seconds=self.args.overload_seconds).row("closed loop", None)
         finally:
             self._overload_stopped(variant, ingest)
-        rows.append({**closed, "variant": variant})
-        self._overload_row(variant, closed)
-        maximum = closed["goodput_rps"]
-        self.results[f"overload_{variant}_max_rps"] = maximum
-        ingest = await warm_ingest(env)
-        pid = ingest.proc.pid
+        self.results["overload"].append({**closed, "variant": variant, "round": round_})
+        self._overload_row(variant, closed, f" {round_}")
+        return float(closed["goodput_rps"])
+
+    async def _overload_open(self, vegeta: str, variant: str, cwd: Path | None,
+                             cores: overload.Cores | None, maximum: float) -> None:
+        seconds = self.args.overload_seconds
+        ingest = await self._overload_ingest(vegeta, variant, cwd, cores, {})
         try:
             for share in overload.SHARES:
                 await self.fresh()
                 rate = maximum * share
-                name = f"overload-{share:g}"
-                row = overload.attack(vegeta, targets(name, int(rate * seconds) + 1), pid,
-                                      rate=rate, seconds=seconds).row(f"open loop {share:.0%}",
-                                                                      rate)
-                rows.append({**row, "load_share": share, "variant": variant})
+                targets = self._overload_targets(variant, f"overload-{share:g}",
+                                                 int(rate * seconds) + 1)
+                row = overload.attack(vegeta, targets, ingest.proc.pid, rate=rate,
+                                      seconds=seconds).row(f"open loop {share:.0%}", rate)
+                self.results["overload"].append({**row, "load_share": share, "variant": variant})
                 self._overload_row(variant, row)
         finally:
             self._overload_stopped(variant, ingest)
             await self.fresh()
-            for leftover in self.folder.glob("overload-*.targets"):
-                leftover.unlink()
 
     def _overload_stopped(self, variant: str, ingest: Service) -> None:
         if variant == "now":
@@ -212,9 +232,10 @@ class Bench:
         ingest.stop()
 
     @staticmethod
-    def _overload_row(variant: str, row: dict[str, Any]) -> None:
+    def _overload_row(variant: str, row: dict[str, Any], suffix: str = "") -> None:
         ok, no = row["accepted_ms"], row["refused_ms"]
-        print(f"  ingest HMAC {variant:<6} {row['name']:<18} goodput {row['goodput_rps']:>7.1f}/s "
+        print(f"  ingest HMAC {variant:<6} {row['name'] + suffix:<18} goodput "
+              f"{row['goodput_rps']:>7.1f}/s "
               f"accepted {row['accepted_share']:.2%} p50 {ok.get('p50', 0):.1f} p99 "
               f"{ok.get('p99', 0):.1f} max {ok.get('max', 0):.0f} ms; refused {row['refused']}"
               f" p99 {no.get('p99', 0):.1f} ms; {row['cpu_s_per_1000_accepted']:.2f} CPU-s per "
@@ -385,6 +406,12 @@ def main() -> None:
                         help="distinct alerts for the closed-loop maximum (more than it sends)")
     parser.add_argument("--overload-variants", nargs="+", choices=["before", "now"],
                         default=["before", "now"], help="which ingests the overload stage runs")
+    parser.add_argument("--overload-rounds", type=int, default=3,
+                        help="closed loops per ingest, before and now alternating")
+    parser.add_argument("--overload-own-cpu", action="store_true",
+                        help="the overload stage's ingest on a CPU of its own, vegeta and "
+                             "RabbitMQ on the others (by default all share them, as the peer "
+                             "was measured)")
     parser.add_argument("--only", choices=["overload"],
                         help="run one stage alone and print it (docs/ is not written)")
     parser.add_argument("--alerts", type=int, default=1500, help="per worker drain run")
