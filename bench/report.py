@@ -122,8 +122,8 @@ def _overload(r: dict[str, Any]) -> list[str]:
     lines = [
         "## Ingest past its capacity",
         "",
-        "vegeta (pinned, `deploy/tools.sh vegeta`) sends distinct pre-signed HMAC alerts: "
-        "closed loops of 32 connections for the maximum, the median of rounds alternating "
+        "vegeta (a pinned version, `deploy/tools.sh vegeta`) sends distinct pre-signed HMAC "
+        "alerts: closed loops of 32 connections for the maximum, the median of rounds alternating "
         "between the two ingests (today's with its bound fixed: "
         "one that follows latency would refuse part of a closed loop, whose connections send "
         "again at once), then open-loop arrival rates at shares of it, against the ingest as "
