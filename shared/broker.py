@@ -26,6 +26,7 @@ from yarl import URL
 from shared import tracing
 from shared.settings import PollerSettings, Settings
 from shared.topology import Declared, Topology, contract_topology, declare
+from shared.turn_publish import TurnPublisher
 
 log = structlog.get_logger("broker")
 PERSISTENT = 2  # delivery_mode: written to disk by the broker
@@ -131,6 +132,7 @@ class Broker:
         self._first = 0
         self._topology = topology
         self._publish_timeout_s = publish_timeout_s
+        self._publisher = TurnPublisher()
         self._reconnect_first_s, self._reconnect_max_s = reconnect_s
         self.connection: BackoffConnection | None = None
         self.channel: AbstractChannel | None = None
@@ -249,18 +251,11 @@ class Broker:
 
     async def _send(self, channel: aiormq.Channel, exchange: str, routing_key: str, body: bytes,
                     properties: spec.Basic.Properties) -> None:
+        # The turn's publishes leave together (shared/turn_publish.py). Memory stays bounded:
+        # admission (ingest) and prefetch (worker) bound the publishes in flight.
+        confirmation = self._publisher.publish(channel, exchange, routing_key, body, properties)
         async with asyncio.timeout(self._publish_timeout_s):
-            # aiormq's own channel, not aio-pika's exchange: with wait=False the channel's
-            # lock is held only while the frames are queued, not until the socket drains.
-            # Waiting for the drain under the lock made publishes go one at a time, each
-            # a few loop turns: the more requests in flight, the longer a turn, the fewer
-            # publishes a second (the ingest's collapse past 80 % of its maximum).
-            # Memory stays bounded: admission (ingest) and prefetch (worker) bound the
-            # publishes in flight.
-            await channel.basic_publish(
-                body, exchange=exchange, routing_key=routing_key, properties=properties,
-                mandatory=True, wait=False,
-            )
+            await confirmation
 
     def _renew_channel_soon(self) -> None:
         """A nack: the queue could not take the message. After a lost node, a channel opened
