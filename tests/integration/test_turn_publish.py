@@ -1,5 +1,6 @@
 """A turn's publishes leave in one frame write, in the order of their delivery tags, each
-confirmed on its own; a closed channel refuses a publish before it takes a tag."""
+confirmed on its own; a closed channel refuses a publish before it takes a tag, and fails
+one it closes under."""
 
 from __future__ import annotations
 
@@ -65,3 +66,21 @@ async def test_a_closed_channel_refuses_the_publish_before_it_takes_a_tag(
     with pytest.raises(PublishFailed):
         await broker.publish("", QUEUE, b"{}", correlation_id="c")
     assert channel.delivery_tag == tag
+
+
+async def test_a_channel_closed_before_a_publish_is_confirmed_fails_the_publish(
+    broker: Broker, amqp: aio_pika.abc.AbstractChannel,
+) -> None:
+    """The publish took its tag and its frames are on their way when the channel closes:
+    aiormq rejects the confirmation as it closes, and the sender is answered a failure (a 503
+    at the ingest, sent again later). The frames may have reached the queue before the Close:
+    a copy the worker's inbox takes once, never an alert answered 200 and lost."""
+    channel: aiormq.Channel = await _underlay(broker)
+    publishing = asyncio.create_task(broker.publish("", QUEUE, b"{}", correlation_id="c"))
+    await asyncio.sleep(0)  # the publish took its tag; its frames leave when the turn ends
+    assert len(channel.confirmations) == 1
+    await channel.close()
+    with pytest.raises(PublishFailed) as failed:
+        await publishing
+    assert "in time" not in str(failed.value)  # failed by the close, not by the timeout
+    assert await take_queued(amqp, QUEUE) in ([], [b"{}"])
