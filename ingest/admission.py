@@ -28,6 +28,7 @@ Netflix's concurrency-limits and Envoy's adaptive concurrency are of this kind.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -48,11 +49,14 @@ REFUSED_CLOSE = _REFUSAL % b"Connection: close\r\n"
 _MAX_LENGTH_DIGITS = 9  # more is past any body limit (and int() refuses over 4,300 digits)
 _REQUEST_LINES = {b"POST %s HTTP/1.1" % path.encode(): route
                   for route, path in CALLBACK_PATHS.items()}
-# Headers whose presence sends a request the long way, through aiohttp: a chunked body,
-# 100-continue, a connection to close, a probe (answered even when full).
-_LONG_WAY = (b"\r\ntransfer-encoding:", b"\r\nexpect:", b"\r\nconnection:",
-             b"\r\n" + PROBE_HEADER.encode() + b":")
-_LENGTH = b"\r\ncontent-length:"
+# The headers a whole alert's head is read for, in one pass: its length, and those whose
+# presence sends a request the long way, through aiohttp: a chunked body, 100-continue, a
+# connection to close, a probe (answered even when full).
+_LENGTH = b"content-length"
+_TELLING_HEADERS = re.compile(b"\r\n(%s):" % b"|".join(
+    re.escape(name) for name in (_LENGTH, b"transfer-encoding", b"expect", b"connection",
+                                 PROBE_HEADER.lower().encode())))
+_LENGTH_LINE = b"\r\n%s:" % _LENGTH
 
 
 MIN_LIMIT = 8  # the bound is never cut below this (nor above the ceiling, if that is less)
@@ -111,6 +115,7 @@ class Admission:
         self._stood = 0  # intervals in a row whose median alert waited past the target
         self._silent_since = time.monotonic()  # since when no alert was answered
         self._on_time_at = float("-inf")  # when the loop last ran a tick on time
+        self._reserved: set[object] = set()  # connections whose alert has a place waiting
         self._unlogged = 0
         self._logged_at = float("-inf")
 
@@ -122,6 +127,33 @@ class Admission:
             self._silent_since = time.monotonic()
         self.in_flight += 1
         return True
+
+    def reserve(self, connection: object) -> bool:
+        """Take a place for the alert arriving whole on `connection`, before aiohttp parses
+        it, or say False (refuse it). The place is then its handler's (`claim`), or given back
+        when the connection closes first (`release`). Taken only in the handler, the places
+        would all look free to the alerts read in one loop turn: every one of them would be
+        parsed, and those past the bound refused the long way, at several times the cost."""
+        if connection in self._reserved:  # an alert aiohttp never handed on (a 400): its place
+            return True
+        if not self.enter():
+            return False
+        self._reserved.add(connection)
+        return True
+
+    def claim(self, connection: object) -> bool:
+        """Whether a place was taken for this connection's alert as it arrived: it is now the
+        handler's, given back by `leave`."""
+        if connection not in self._reserved:
+            return False
+        self._reserved.remove(connection)
+        return True
+
+    def release(self, connection: object) -> None:
+        """The connection closed: a place taken for an alert never handled is given back."""
+        if connection in self._reserved:
+            self._reserved.remove(connection)
+            self.leave()
 
     def leave(self, took_s: float | None = None) -> None:
         """Give the place back; `took_s`: how long an accepted alert took, entry to answer."""
@@ -211,10 +243,11 @@ def whole_alert_request(data: bytes) -> str | None:
     if route is None or head_end < 0:
         return None
     head = data[line_end:head_end + 2].lower()  # each header line between CRLFs
-    at = head.find(_LENGTH)
-    if at < 0 or head.find(_LENGTH, at + 1) >= 0 or any(h in head for h in _LONG_WAY):
+    found = _TELLING_HEADERS.findall(head)
+    if found != [_LENGTH]:  # no length, two, or a header that sends it the long way
         return None
-    value = head[at + len(_LENGTH):head.index(b"\r\n", at + 2)].strip()
+    at = head.find(_LENGTH_LINE) + len(_LENGTH_LINE)
+    value = head[at:head.index(b"\r\n", at)].strip()
     if (not value.isdigit() or len(value) > _MAX_LENGTH_DIGITS
             or head_end + 4 + int(value) != len(data)):
         return None

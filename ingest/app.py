@@ -232,7 +232,9 @@ def alert_handler(route: str) -> Callable[[web.Request], Awaitable[web.Response]
         if PROBE_HEADER in request.headers:  # hh-admin doctor: this URL reaches us
             log.info("probe_answered", route=route)
             return web.Response(body=PROBED, content_type="application/json")
-        if not admission.enter():  # before the body is read: a refusal costs next to nothing
+        # Its place taken as it arrived (ingest.slow), or now, before the body is read: a
+        # refusal costs next to nothing.
+        if not (admission.claim(request.transport) or admission.enter()):
             return _overloaded(metrics, admission, route)
         started = time.perf_counter()
         published = False

@@ -5,9 +5,10 @@ descriptor. Each connection must send a request's headers within `header_timeout
 ingest sets to the same); the body has its own deadline in the handler. Past
 `max_connections` open at once a new connection is answered 503 and closed at once.
 
-Past the bound on alerts in flight (ingest.admission), an alert that arrives whole on an idle
-connection is refused here, before aiohttp parses it: a refusal costs a few byte searches
-and one write, so that under a retry storm the ingest's CPU goes to the alerts it takes.
+An alert that arrives whole on an idle connection takes its place in the bound on alerts in
+flight (ingest.admission) here, before aiohttp parses it, or past the bound is refused here: a
+refusal costs a few byte searches and one write, so that under a retry storm the ingest's CPU
+goes to the alerts it takes.
 
 A protocol factory around aiohttp's (TCPSite's `runner.server`): it sees each connection's
 bytes before aiohttp does."""
@@ -96,16 +97,23 @@ class _Guarded(asyncio.Protocol):
         if self._held is not None:  # bytes before these wait for the next loop turn
             self._held += data
             return
-        if self._refused_early(data):
-            return
-        if self._guard.admission.full() and self._between_requests():
+        if self._between_requests():
             # aiohttp has written its last answer, but its loop over the connection's
             # requests resumes only on the next turn (uvloop reads sockets before it runs
             # what is ready): the sender's next request often lands in between. Held for
-            # that turn, it is refused here like any other, not parsed by aiohttp first
-            # (a fifth of the refusals under a retry storm, at ten times the cost).
+            # that turn, it then takes its place or is refused here like any other, not
+            # parsed by aiohttp first.
             self._held = bytearray(data)
             asyncio.get_running_loop().call_soon(self._after_turn)
+            return
+        self._take(data)
+
+    def _take(self, data: bytes) -> None:
+        """An alert arriving whole on an idle connection takes its place in the bound before
+        aiohttp parses it, or is refused here; anything else goes to aiohttp as it is."""
+        route = whole_alert_request(data) if self._idle() else None
+        if route is not None and not self._guard.admission.reserve(self._transport):
+            self._refuse(route)
             return
         self._feed(data)
 
@@ -119,20 +127,10 @@ class _Guarded(asyncio.Protocol):
         if self._deadline is not None and not self._partial:
             self._headers_arrived()
 
-    def _refused_early(self, data: bytes) -> bool:
-        """Every place taken and an alert arriving whole on an idle connection: refused here."""
-        if not (self._guard.admission.full() and self._idle()):
-            return False
-        route = whole_alert_request(data)
-        if route is None:
-            return False
-        self._refuse(route)
-        return True
-
     def _after_turn(self) -> None:
         data, self._held = self._held, None
-        if data is not None and not self._refused_early(bytes(data)):  # None: lost meanwhile
-            self._feed(bytes(data))
+        if data is not None:  # None: the connection was lost meanwhile
+            self._take(bytes(data))
 
     def _idle(self) -> bool:
         """Whether aiohttp has answered every request it parsed on this connection (waits for
@@ -179,6 +177,7 @@ class _Guarded(asyncio.Protocol):
             return
         self._guard.open -= 1
         self._held = None  # no answer can reach the sender: it sends them again
+        self._guard.admission.release(self._transport)
         if self._deadline is not None:
             self._deadline.cancel()
         self._inner.connection_lost(exc)

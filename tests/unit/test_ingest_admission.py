@@ -31,6 +31,31 @@ def test_admission_takes_places_up_to_its_bound_and_frees_them() -> None:
     assert admission.in_flight == 2
 
 
+def test_a_place_reserved_for_a_connection_is_its_handlers_or_given_back_on_loss() -> None:
+    admission = Admission(2)
+    first, second, third = object(), object(), object()
+    assert admission.reserve(first) and admission.reserve(second)
+    assert not admission.reserve(third)  # the bound counts reserved places
+    assert admission.in_flight == 2
+    assert admission.claim(first) and not admission.claim(first)  # claimed once
+    assert not admission.claim(third)  # nothing reserved: the handler enters itself
+    admission.leave(0.01)  # the handler's answer gives the claimed place back
+    admission.release(first)  # already the handler's: nothing more to give back
+    assert admission.in_flight == 1
+    admission.release(second)  # lost before its handler ran
+    assert admission.in_flight == 0
+    assert not admission.claim(second)
+
+
+def test_a_connection_holds_one_reserved_place_however_often_it_reserves() -> None:
+    admission = Admission(2)
+    connection = object()
+    assert admission.reserve(connection) and admission.reserve(connection)
+    assert admission.in_flight == 1
+    admission.release(connection)
+    assert admission.in_flight == 0
+
+
 def test_a_fixed_bound_stays_where_it_was_set() -> None:
     admission = Admission(3)  # no latency target: the ceiling, fixed
     for lag in (0.0, 1.0):

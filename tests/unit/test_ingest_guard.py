@@ -60,11 +60,15 @@ async def server() -> AsyncIterator[Server]:
     state = Server(Admission(1))
 
     async def handler(request: web.Request) -> web.StreamResponse:
+        # As the ingest's handler: the place the guard took for the alert is its own.
+        claimed = state.admission.claim(request.transport)
         body = await request.read()
         state.handled.append(body)
         state.entered.set()
         if state.hold:
             await state.release.wait()
+        if claimed:
+            state.admission.leave()
         answer = _Hooked(body=body, content_type="application/json")
         answer.hook, state.after_answer = state.after_answer, None
         return answer
@@ -176,3 +180,55 @@ async def test_a_request_read_before_the_previous_ones_handling_starts_waits_its
     assert body_of(await read_answer(reader)) == b'{"tag": "second"}'
     assert server.refused == []
     writer.close()
+
+
+async def answered_once(server: Server, tag: str
+                        ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, Any]:
+    """A kept connection that has had one alert answered, and its guarded protocol once
+    aiohttp waits for the connection's next request."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(alert_request(tag))
+    assert body_of(await read_answer(reader)) == b'{"tag": "%s"}' % tag.encode()
+    guarded = server.protocols[-1]
+    for _ in range(100):  # aiohttp's loop over the connection resumes within a turn or two
+        if guarded._idle():
+            break
+        await asyncio.sleep(0)
+    assert guarded._idle()
+    return reader, writer, guarded
+
+
+async def test_alerts_read_in_one_turn_past_the_bound_are_refused_before_aiohttp_parses_them(
+        server: Server) -> None:
+    """uvloop reads every ready socket before it runs any handler: the place is taken as the
+    alert is read, so the second alert of the turn finds the bound reached."""
+    reader_a, writer_a, first = await answered_once(server, "a1")
+    reader_b, writer_b, second = await answered_once(server, "b1")
+
+    def both_read_in_one_turn() -> None:
+        first.data_received(alert_request("a2"))
+        second.data_received(alert_request("b2"))
+
+    asyncio.get_running_loop().call_soon(both_read_in_one_turn)
+    assert body_of(await read_answer(reader_a)) == b'{"tag": "a2"}'
+    assert await read_answer(reader_b) == REFUSED_KEEP_ALIVE
+    assert server.refused == [ROUTE]
+    assert server.handled == [b'{"tag": "a1"}', b'{"tag": "b1"}', b'{"tag": "a2"}']
+    assert server.admission.in_flight == 0
+    for writer in (writer_a, writer_b):
+        writer.close()
+
+
+async def test_a_place_taken_for_an_alert_is_given_back_when_its_connection_is_lost_first(
+        server: Server) -> None:
+    _reader, writer, guarded = await answered_once(server, "first")
+    guarded.data_received(alert_request("second"))
+    assert server.admission.in_flight == 1  # taken as it was read
+    guarded._transport.abort()  # lost before aiohttp hands the alert to its handler
+    writer.close()
+    for _ in range(100):  # the loss is told a turn or two later
+        if server.admission.in_flight == 0:
+            break
+        await asyncio.sleep(0)
+    assert server.admission.in_flight == 0
+    assert server.handled == [b'{"tag": "first"}']  # given back by the loss, not a handler
