@@ -316,3 +316,41 @@ async def test_past_the_bound_an_alert_arriving_whole_is_refused_before_aiohttp_
     published = sorted(json.loads(json.loads(b)["body"])["general"]["payment_id"]
                        for b in await take_queued(amqp))
     assert published == ["first", "held", "second", "taken"]
+
+
+async def test_a_place_taken_as_an_alert_is_read_comes_back_however_it_ends(
+    settings: Settings, tmp_path: Path, old_rsa_pem: bytes, amqp: aio_pika.abc.AbstractChannel,
+) -> None:
+    """A real ingest process, one place. The connection guard takes it as it reads a whole
+    alert; the place must come back when the handler rejects the alert (a bad signature,
+    401), and when aiohttp refuses the request before any handler (a header aiohttp does not
+    parse, 400, the connection closed): each time, the next alert is taken, not refused."""
+    ingest, port = await start_ingest(settings, tmp_path, old_rsa_pem, {"max_in_flight": 1})
+    await take_queued(amqp)
+
+    async def send(data: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(data)
+            head, _body = await answer(reader)
+            return head
+        finally:
+            writer.close()
+
+    try:
+        forged = raw_alert("forged").replace(b'"forged"', b'"FORGED"')  # signed for another
+        assert (await send(forged)).startswith(b"HTTP/1.1 401")
+        assert (await send(raw_alert("after-401"))).startswith(b"HTTP/1.1 200")
+        unparsed = raw_alert("unparsed").replace(b"Host: ingest", b"Bad Name: ingest")
+        assert (await send(unparsed)).split(b"\r\n")[0].endswith(b" 400 Bad Request")
+
+        async def place_free() -> bool:
+            return await metric(port, "hh_ingest_in_flight") == 0
+        await wait_until(place_free, 10, "the place of the alert aiohttp refused to come back")
+        assert (await send(raw_alert("after-400"))).startswith(b"HTTP/1.1 200")
+        assert await metric(port, 'hh_ingest_rejections_total{reason="overloaded"}') == 0
+    finally:
+        assert await ingest.stop() == 0, ingest.output()[-2000:]
+    published = sorted(json.loads(json.loads(b)["body"])["general"]["payment_id"]
+                       for b in await take_queued(amqp))
+    assert published == ["after-400", "after-401"]
