@@ -11,6 +11,7 @@
 #   deploy/cluster.sh start-node N  # one node (after a kill or a stop)
 #   deploy/cluster.sh stop-node N   # one node, cleanly (as an upgrade does)
 #   deploy/cluster.sh pid N         # the node's OS process (for kill -9, SIGSTOP)
+#   deploy/cluster.sh heal          # restart what the nodes gave up on (deploy/quorum-heal.erl)
 #   deploy/cluster.sh reset         # stop and delete the cluster's data
 set -euo pipefail
 
@@ -81,6 +82,18 @@ join() {
   ctl "$n" start_app >/dev/null 2>&1  # (its table-creation warnings are noise)
 }
 
+heal() {  # prints "<node>: <what was restarted>" per node that had given something up
+  local n out
+  for n in "${NODES[@]}"; do
+    port_open "$(amqp_port "$n")" || continue
+    out=$(ctl "$n" eval "$(cat "$HERE/quorum-heal.erl")")
+    if [ "$out" != "[]" ]; then
+      log "$(node "$n") had given up on $out: restarted"
+      echo "$(node "$n"): $out"
+    fi
+  done
+}
+
 stop_node() {
   local n=$1
   if ctl "$n" ping >/dev/null 2>&1; then
@@ -95,6 +108,7 @@ case "${1:-start}" in
     for n in "${NODES[@]}"; do start_node "$n"; done
     for n in "${NODES[@]}"; do await_node "$n"; done
     for n in 2 3; do join "$n"; done
+    heal
     log "running: $(running_nodes 1)" ;;
   stop) for n in "${NODES[@]}"; do stop_node "$n"; done ;;
   status)
@@ -103,9 +117,10 @@ case "${1:-start}" in
     done
     port_open "$(amqp_port 1)" && echo "running (as $(node 1) sees it): $(running_nodes 1)" || true ;;
   urls) printf 'amqp://guest:guest@127.0.0.1:%s/,' 5681 5682 5683 | sed 's/,$/\n/' ;;
-  start-node) start_node "$2"; await_node "$2" ;;
+  start-node) start_node "$2"; await_node "$2"; heal ;;
   stop-node) stop_node "$2" ;;
   pid) as_root cat "$DATA/$2/pid" ;;
+  heal) heal ;;
   reset) for n in "${NODES[@]}"; do stop_node "$n"; done; as_root rm -rf "$DATA" ;;
-  *) echo "usage: $0 start|stop|status|urls|start-node N|stop-node N|pid N|reset" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|urls|start-node N|stop-node N|pid N|heal|reset" >&2; exit 2 ;;
 esac
