@@ -80,10 +80,11 @@ async def quorum_queues(via: int) -> list[dict[str, Any]]:
 
 
 async def members_back(via: int) -> None:
-    """Until every quorum queue has all three members online and no node has given up on a
-    member or on its dead-letter workers (as an upgrade waits). What a node gave up on is
-    restarted, as an operator would (deploy/quorum-heal.erl says why RabbitMQ does so), and
-    printed: that is the broker's fault, not the pipeline's, whose checks are unchanged."""
+    """Until every quorum queue has all three members online, no node has given up on a
+    member or on its dead-letter workers, and none records a partition (as an upgrade
+    waits). What a node gave up on is restarted, as an operator would (deploy/quorum-heal.erl
+    says why RabbitMQ does so), and printed: that is the broker's fault, not the pipeline's,
+    whose checks are unchanged."""
     heal_from = time.monotonic() + HEAL_AFTER_S
 
     async def back() -> bool:
@@ -96,8 +97,17 @@ async def members_back(via: int) -> None:
         healed = (await cluster("heal")).strip()
         if healed:
             print(f"\nhealed (the broker had given up): {healed}")
-        return online and not healed
-    await wait_until(back, 120, "the quorum queues' members back", every=0.5)
+        return online and not healed and await no_partition()
+    await wait_until(back, 120, "the quorum queues' members back, no partition", every=0.5)
+
+
+async def no_partition() -> bool:
+    """No node records a partition: a node paused past net_ticktime leaves one, which the
+    cluster's autoheal (deploy/cluster.sh) ends by restarting the node that was cut off."""
+    try:
+        return not any([(await ctl(n, "cluster_status"))["partitions"] for n in NODES])
+    except (AssertionError, json.JSONDecodeError):
+        return False
 
 
 @dataclass
