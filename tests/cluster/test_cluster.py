@@ -4,7 +4,8 @@ leader of hh.callbacks.process killed (SIGKILL) then restarted, a rolling restar
 nodes, and the node a worker is on paused (SIGSTOP) past the heartbeat timeout. Each passes when
 every alert answered 200 is applied exactly once, each transition is published under one
 event_id, no answer is other than 200 or 503, and nothing is dead-lettered; each prints how long
-the ingest and the workers took to come back. Run by `make test-cluster` (marker `cluster`)."""
+the ingest and the workers took to come back. A last test makes the broker fault that
+deploy/quorum-heal.erl mends and mends it. Run by `make test-cluster` (marker `cluster`)."""
 
 from __future__ import annotations
 
@@ -423,3 +424,37 @@ async def test_the_node_a_worker_is_on_paused_past_the_heartbeat_timeout(
             await members_back(node % 3 + 1)
             return {"fault": f"SIGSTOP hh-c{node} for 20 s (worker 1's node)"}
         await run_with_fault(p, "pause", 150, pause)
+
+
+async def evaluate(node: int, expression: str) -> str:
+    return (await asyncio.to_thread(sh, "rabbitmqctl", "-q", "-n", f"hh-c{node}@localhost",
+                                    "eval", expression)).strip()
+
+
+async def test_what_a_node_gave_up_on_is_restarted_by_the_heal(cluster_up: None) -> None:
+    """The fault behind deploy/quorum-heal.erl, made on purpose: hh-c3's dead-letter
+    supervisor stopped, then a dead-lettering queue's leader moved onto hh-c3 until Ra gave
+    up its member there. The heal names both and restarts them; the queue has its three
+    members again; a second heal finds nothing to do."""
+    await members_back(1)
+    rows = await ctl(1, "list_queues", "name", "arguments")
+    queue = next(r["name"] for r in rows
+                 if ["x-dead-letter-strategy", "longstr", "at-least-once"] in r["arguments"])
+    member = f"'%2F_{queue}'"
+    assert await evaluate(3, "supervisor:terminate_child(rabbit_sup, rabbit_fifo_dlx_sup).") \
+        == "ok"
+
+    async def given_up() -> bool:
+        if await evaluate(3, f"whereis({member}).") == "undefined":
+            return True
+        leader = next(q["leader"] for q in await quorum_queues(1) if q["name"] == queue)
+        await evaluate(1, f"ra:transfer_leadership({{{member}, '{leader}'}}, "
+                          f"{{{member}, 'hh-c3@localhost'}}).")
+        return False
+    await wait_until(given_up, 60, f"Ra to give up {queue}'s member on hh-c3", every=0.3)
+
+    healed = await cluster("heal")
+    assert "hh-c3@localhost" in healed and "rabbit_fifo_dlx_sup" in healed, healed
+    assert member in healed, healed
+    await members_back(1)
+    assert (await cluster("heal")).strip() == ""
