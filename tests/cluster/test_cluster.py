@@ -65,10 +65,17 @@ async def cluster(*args: str) -> str:
     return await asyncio.to_thread(sh, str(ROOT / "deploy/cluster.sh"), *args)
 
 
+async def rabbitmqctl(node: int, *args: str) -> str:
+    return await asyncio.to_thread(sh, "rabbitmqctl", "-q", "-n", f"hh-c{node}@localhost",
+                                   *args)
+
+
 async def ctl(node: int, *args: str) -> Any:
-    out = await asyncio.to_thread(sh, "rabbitmqctl", "-q", "-n", f"hh-c{node}@localhost",
-                                  *args, "--formatter", "json")
-    return json.loads(out)
+    return json.loads(await rabbitmqctl(node, *args, "--formatter", "json"))
+
+
+async def evaluate(node: int, expression: str) -> str:
+    return (await rabbitmqctl(node, "eval", expression)).strip()
 
 
 def node_of(name: str) -> int:
@@ -78,6 +85,12 @@ def node_of(name: str) -> int:
 async def quorum_queues(via: int) -> list[dict[str, Any]]:
     rows = await ctl(via, "list_queues", "name", "type", "leader", "members", "online")
     return [r for r in rows if r["type"] == "quorum" and r["name"].startswith("hh.")]
+
+
+async def dead_lettering_queues(via: int) -> list[str]:
+    """The queues that dead-letter at-least-once (the retry and wait queues)."""
+    return [r["name"] for r in await ctl(via, "list_queues", "name", "arguments")
+            if ["x-dead-letter-strategy", "longstr", "at-least-once"] in r["arguments"]]
 
 
 async def members_back(via: int) -> None:
@@ -250,10 +263,8 @@ async def purge_dead_lettering(via: int) -> None:
     """Empty the queues that dead-letter at-least-once (the retry and wait queues): what a run
     left there would expire during the cluster's next start, the moment their dead-letter
     workers crash most (deploy/quorum-heal.erl), and arrive in the next run's queues."""
-    for row in await ctl(via, "list_queues", "name", "arguments"):
-        if ["x-dead-letter-strategy", "longstr", "at-least-once"] in row["arguments"]:
-            await asyncio.to_thread(sh, "rabbitmqctl", "-q", "-n", f"hh-c{via}@localhost",
-                                    "purge_queue", row["name"])
+    for queue in await dead_lettering_queues(via):
+        await rabbitmqctl(via, "purge_queue", queue)
 
 
 @asynccontextmanager
@@ -426,20 +437,13 @@ async def test_the_node_a_worker_is_on_paused_past_the_heartbeat_timeout(
         await run_with_fault(p, "pause", 150, pause)
 
 
-async def evaluate(node: int, expression: str) -> str:
-    return (await asyncio.to_thread(sh, "rabbitmqctl", "-q", "-n", f"hh-c{node}@localhost",
-                                    "eval", expression)).strip()
-
-
 async def test_what_a_node_gave_up_on_is_restarted_by_the_heal(cluster_up: None) -> None:
     """The fault behind deploy/quorum-heal.erl, made on purpose: hh-c3's dead-letter
     supervisor stopped, then a dead-lettering queue's leader moved onto hh-c3 until Ra gave
     up its member there. The heal names both and restarts them; the queue has its three
     members again; a second heal finds nothing to do."""
     await members_back(1)
-    rows = await ctl(1, "list_queues", "name", "arguments")
-    queue = next(r["name"] for r in rows
-                 if ["x-dead-letter-strategy", "longstr", "at-least-once"] in r["arguments"])
+    queue = (await dead_lettering_queues(1))[0]
     member = f"'%2F_{queue}'"
     assert await evaluate(3, "supervisor:terminate_child(rabbit_sup, rabbit_fifo_dlx_sup).") \
         == "ok"
