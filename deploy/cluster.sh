@@ -94,7 +94,13 @@ heal() {  # prints "<node>: <what was restarted>" per node that had given someth
   local n out
   for n in "${NODES[@]}"; do
     port_open "$(amqp_port "$n")" || continue
-    out=$(ctl "$n" eval "$(cat "$HERE/quorum-heal.erl")")
+    # A node whose app is stopping or starting (autoheal restarts one) may not answer: said,
+    # so that whoever waits on a whole cluster asks again, and the other nodes still healed.
+    if ! out=$(ctl "$n" eval "$(cat "$HERE/quorum-heal.erl")"); then
+      log "$(node "$n") did not answer the heal"
+      echo "$(node "$n"): not answering"
+      continue
+    fi
     if [ "$out" != "[]" ]; then
       log "$(node "$n") had given up on $out: restarted"
       echo "$(node "$n"): $out"

@@ -110,7 +110,7 @@ async def members_back(via: int) -> None:
             return False
         healed = (await cluster("heal")).strip()
         if healed:
-            print(f"\nhealed (the broker had given up): {healed}")
+            print(f"\nheal (what the broker had given up, restarted): {healed}")
         return online and not healed and await no_partition()
     await wait_until(back, 120, "the quorum queues' members back, no partition", every=0.5)
 
