@@ -182,11 +182,15 @@ class Admission:
         if not self.target_s or self.limit >= self.ceiling or self._stood:
             return False
         now = time.monotonic()
-        if (now - self._silent_since <= self.target_s
-                or now - self._on_time_at > TICK_S + self.target_s):
+        if now - self._silent_since <= self.target_s or not self.keeps_time(now):
             return False
         self._silent_since = now
         return True
+
+    def keeps_time(self, now: float) -> bool:
+        """Whether the loop ran a tick on time (within the target) in the last tick and
+        target: only then can a silence be told for a stall of the broker."""
+        return now - self._on_time_at <= TICK_S + self.target_s
 
     def next_interval(self, lag_s: float = 0.0) -> None:
         """Move the bound on the interval that ends (`lag_s`: how late the loop ran its end),
